@@ -1,0 +1,1 @@
+"""The gateway process: Slack, Instagram, Shopify webhooks, web chat and the admin API."""

@@ -1,0 +1,119 @@
+"""The sandbox child: `python -c "...; _child.main()" '<request json>'` (see sandbox.py).
+
+Sets its own limits first, reads the document (stdin, or the path in the request), runs
+sniff + extract, and writes one JSON object to the original stdout. Parsers that print are
+redirected to stderr so they cannot corrupt that answer. Nothing crosses back as pickle: the
+parent validates plain JSON, so even a subverted child cannot run code in the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import sys
+import traceback
+from typing import Any
+
+from ingestion.documents.errors import ExtractionError, SandboxFailure
+
+_MIB = 1024 * 1024
+
+
+def main() -> int:
+    request = json.loads(sys.argv[1])
+    answer_fd = os.dup(1)
+    os.dup2(2, 1)  # fd 1 (and sys.stdout) now lead to stderr
+    memory_mb = int(request["memory_limit_mb"])
+    # Prepared before the limits bite: reporting a MemoryError must not need memory.
+    too_big = SandboxFailure("memory_limit", f"document needs more than {memory_mb} MB to parse")
+    out_of_memory = _encode({"ok": False, "error": too_big.to_dict()})
+    _apply_limits(float(request["time_limit_s"]), memory_mb)
+    try:
+        answer = _encode(_handle(request))
+    except MemoryError:
+        answer = out_of_memory
+    _write_all(answer_fd, answer)
+    return 0
+
+
+def _handle(request: dict[str, Any]) -> dict[str, Any]:
+    from ingestion.documents.extract import extract
+
+    try:
+        for number, plugin in enumerate(request.get("plugins", ())):
+            _load_plugin(plugin, number)
+        if request.get("path"):
+            with open(request["path"], "rb") as handle:
+                data = handle.read()
+        else:
+            data = sys.stdin.buffer.read()
+        document = extract(
+            data, filename=request.get("filename"), declared_mime=request.get("declared_mime")
+        )
+        return {"ok": True, "document": document.to_dict()}
+    except ExtractionError as exc:
+        return {"ok": False, "error": exc.to_dict()}
+    except MemoryError:
+        raise
+    except Exception as exc:  # a bug or a library failure we did not map
+        traceback.print_exc()  # to stderr: the parent logs it, the user never sees it
+        why = f"the document could not be parsed because of an internal error ({type(exc).__name__})"
+        return {"ok": False, "error": ExtractionError("parser_error", why).to_dict()}
+
+
+def _apply_limits(time_limit_s: float, memory_limit_mb: int) -> None:
+    cpu = max(1, math.ceil(time_limit_s))
+    _set(resource.RLIMIT_CPU, cpu, cpu + 1)  # SIGXCPU at the soft limit, SIGKILL one second later
+    _set(resource.RLIMIT_CORE, 0, 0)  # never dump an untrusted document's memory to disk
+    _set(resource.RLIMIT_FSIZE, 0, 0)  # a parser has no business writing files
+    # The budget is on top of what the bare interpreter already maps (~15 MB of address
+    # space), so "512 MB" means 512 MB for the parser, its imports (pypdf or python-docx with
+    # lxml: ~40 MB) and the document.
+    address_space = _address_space() + memory_limit_mb * _MIB
+    _set(resource.RLIMIT_AS, address_space, address_space)
+
+
+def _set(limit: int, soft: int, hard: int) -> None:
+    _, current_hard = resource.getrlimit(limit)
+    if current_hard != resource.RLIM_INFINITY:
+        soft, hard = min(soft, current_hard), min(hard, current_hard)
+    try:
+        resource.setrlimit(limit, (soft, hard))
+    except (ValueError, OSError):  # pragma: no cover - platform without this limit
+        pass
+
+
+def _address_space() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        return 0
+
+
+def _load_plugin(path: str, number: int) -> None:
+    import importlib.util  # only plugin users pay for it
+
+    spec = importlib.util.spec_from_file_location(f"_parley_sandbox_plugin_{number}", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load sandbox plugin {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+
+
+def _encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

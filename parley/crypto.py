@@ -1,0 +1,84 @@
+"""Secrets at rest and API keys.
+
+Channel secrets (Slack bot tokens, Shopify tokens, Instagram page tokens) are stored encrypted with
+Fernet (AES-128-CBC + HMAC-SHA256) under the key from settings. API keys are stored only as a hash
+and shown once. Every comparison of a secret is constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from parley.errors import ConfigurationError
+from parley.settings import Settings
+
+API_KEY_PREFIX = "pk_"
+
+
+class SecretBox:
+    """Encrypts and decrypts small secrets. `repr` never shows the key."""
+
+    def __init__(self, key: bytes) -> None:
+        try:
+            self._fernet = Fernet(key)
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(
+                "PARLEY_SECRET_KEY is not a valid Fernet key (32 url-safe base64-encoded bytes); "
+                "make one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+            ) from exc
+
+    def __repr__(self) -> str:
+        return "SecretBox(<key hidden>)"
+
+    def encrypt(self, plaintext: str) -> str:
+        return self._fernet.encrypt(plaintext.encode()).decode()
+
+    def decrypt(self, token: str) -> str:
+        try:
+            return self._fernet.decrypt(token.encode()).decode()
+        except InvalidToken as exc:
+            raise ConfigurationError(
+                "a stored secret cannot be decrypted with the configured PARLEY_SECRET_KEY (was the key changed?)"
+            ) from exc
+
+
+def load_secret_box(settings: Settings) -> SecretBox:
+    """The configured key, or for the embedded default one generated once under data_dir (mode 0600)."""
+    if settings.secret_key is not None:
+        return SecretBox(settings.secret_key.get_secret_value().encode())
+    path = Path(settings.data_dir) / "secret.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = Fernet.generate_key()
+        # O_EXCL: two processes starting at once must not write two different keys.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(key)
+    return SecretBox(path.read_bytes().strip())
+
+
+def generate_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_api_key(key: str) -> str:
+    # API keys carry 256 bits of entropy, so a fast hash is enough (no password stretching needed).
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def constant_time_equals(a: str | bytes, b: str | bytes) -> bool:
+    if isinstance(a, str):
+        a = a.encode()
+    if isinstance(b, str):
+        b = b.encode()
+    return hmac.compare_digest(a, b)

@@ -1,0 +1,78 @@
+"""Run Alembic from code (`parley migrate`, `parley up`, tests) against a URL or a live connection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from parley.errors import ConfigurationError
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+# Every module that declares tables. Named, not imported, so the kernel keeps importing no other
+# package; Alembic and the tests load them to see the whole schema through Base.metadata.
+MODEL_MODULES = (
+    "parley.models",
+    "parley.vectors.models",
+    "parley.bus.models",
+    "tenants.models",
+    "bot.models",
+)
+
+
+def load_models() -> None:
+    import importlib
+
+    for name in MODEL_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not name.startswith(exc.name):
+                raise  # a missing dependency inside the module, not a module that does not exist yet
+
+
+def alembic_config(url: str | None = None) -> Config:
+    ini = _ROOT / "alembic.ini"
+    if not ini.exists():
+        raise ConfigurationError(f"alembic.ini not found beside the parley package ({ini}); run from a source checkout")
+    cfg = Config(str(ini))
+    cfg.set_main_option("script_location", str(_ROOT / "alembic"))
+    if url is not None:
+        cfg.attributes["url"] = url
+    return cfg
+
+
+def _with_connection(fn, revision: str):  # type: ignore[no-untyped-def]
+    def run(sync_connection):  # type: ignore[no-untyped-def]
+        cfg = alembic_config()
+        cfg.attributes["connection"] = sync_connection
+        fn(cfg, revision)
+
+    return run
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "heads") -> None:
+    async with engine.begin() as conn:
+        await conn.run_sync(_with_connection(command.upgrade, revision))
+
+
+async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
+    async with engine.begin() as conn:
+        await conn.run_sync(_with_connection(command.downgrade, revision))
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    async with engine.connect() as conn:
+        heads = await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_heads())
+    return ",".join(sorted(heads)) or None
+
+
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ",".join(sorted(ScriptDirectory.from_config(alembic_config()).get_heads())) or None

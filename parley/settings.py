@@ -1,0 +1,142 @@
+"""Settings: one class, environment prefix ``PARLEY_``, passed into factories.
+
+Nothing reads the environment at import time. ``Settings()`` with no environment at all gives
+the embedded defaults: metadata in a SQLite file under ``./var/``, blobs and the vector index on
+local disk, the local embedding model and the offline answerer. Set ``PARLEY_DATABASE_URL`` to a
+``postgresql+asyncpg://`` URL to use PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PARLEY_",
+        env_file=None,
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # --- where things live -------------------------------------------------------------
+    data_dir: Path = Field(
+        default=Path("var"),
+        description="Directory for the embedded defaults: SQLite file, blobs, secret key, index.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL. Default: sqlite+aiosqlite:///<data_dir>/parley.db. "
+        "Use postgresql+asyncpg://user@host/db for PostgreSQL.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key that encrypts channel secrets (bot tokens, Shopify tokens) at rest. "
+        "Default: generated once into <data_dir>/secret.key (mode 0600). Set it explicitly in production "
+        "and keep it: rows encrypted with a lost key cannot be read.",
+    )
+    blob_dir: Path | None = Field(
+        default=None, description="Directory for uploaded files. Default: <data_dir>/blobs."
+    )
+    max_upload_bytes: int = Field(
+        default=25 * 1024 * 1024, gt=0, description="Largest file a tenant may upload, in bytes."
+    )
+
+    # --- message bus -------------------------------------------------------------------
+    amqp_url: str = Field(
+        default="amqp://guest:guest@127.0.0.1:5672/",
+        description="RabbitMQ URL for the job queues.",
+    )
+    max_attempts: int = Field(default=5, ge=1, description="Attempts before a job goes to the dead-letter queue.")
+
+    # --- vectors and embeddings --------------------------------------------------------
+    vector_backend: Literal["embedded", "weaviate"] = Field(
+        default="embedded", description="Vector index: the embedded default or a Weaviate server."
+    )
+    weaviate_url: str | None = Field(
+        default=None, description="Weaviate HTTP URL (gRPC on port 50051 of the same host) when vector_backend=weaviate."
+    )
+    embedding_provider: Literal["local", "openai"] = Field(
+        default="local", description="Embeddings from the packaged local model or from the OpenAI API."
+    )
+    embedding_model: str | None = Field(default=None, description="Local embedding model name; default: the packaged one.")
+    embedding_threads: int = Field(default=1, ge=1, description="Math-library threads per embedding process.")
+    embedding_batch_size: int = Field(default=32, ge=1, description="Chunks per embedding call.")
+    openai_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PARLEY_OPENAI_API_KEY", "OPENAI_API_KEY"),
+        description="OpenAI key (OPENAI_API_KEY also works). Without one the offline answerer is used.",
+    )
+    openai_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PARLEY_OPENAI_BASE_URL", "OPENAI_BASE_URL"),
+        description="Any OpenAI-compatible server (vLLM, Ollama, llama.cpp). OPENAI_BASE_URL also works.",
+    )
+    openai_chat_model: str = Field(default="gpt-4o-mini", description="Chat model for answers.")
+    openai_embedding_model: str = Field(default="text-embedding-3-small", description="Embedding model when provider=openai.")
+    openai_embedding_dimensions: int | None = Field(default=None, description="Optional reduced embedding size.")
+
+    # --- processes ---------------------------------------------------------------------
+    gateway_host: str = Field(default="127.0.0.1", description="Gateway bind address.")
+    gateway_port: int = Field(default=8080, description="Gateway port (Slack, Instagram, Shopify, web chat, admin).")
+    public_url: str | None = Field(
+        default=None, description="URL the outside world reaches the gateway at (OAuth redirects). Default: http://host:port."
+    )
+    retrieval_host: str = Field(default="127.0.0.1", description="Retrieval service bind address.")
+    retrieval_port: int = Field(default=8081, description="Retrieval service port.")
+    retrieval_url: str | None = Field(default=None, description="Where the gateway finds the retrieval service.")
+    worker_nice: int = Field(default=19, ge=0, le=19, description="OS niceness of ingestion workers (19 = lowest priority).")
+
+    # --- logging -----------------------------------------------------------------------
+    log_level: str = Field(default="INFO", description="Log level.")
+    log_json: bool = Field(default=True, description="One JSON object per log line.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            # SQLAlchemy 2.1 would pick psycopg for a bare URL; we ship asyncpg.
+            return "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if value.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + value[len("sqlite:///") :]
+        return value
+
+    # --- derived -----------------------------------------------------------------------
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'parley.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def effective_blob_dir(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
+
+    @property
+    def effective_public_url(self) -> str:
+        return (self.public_url or f"http://{self.gateway_host}:{self.gateway_port}").rstrip("/")
+
+    @property
+    def effective_retrieval_url(self) -> str:
+        return (self.retrieval_url or f"http://{self.retrieval_host}:{self.retrieval_port}").rstrip("/")
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """(environment variable, default, description) for every setting: the README's table is made from this."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        env = " / ".join(alias.choices) if isinstance(alias, AliasChoices) else f"PARLEY_{name.upper()}"
+        default = field.default
+        if isinstance(default, SecretStr):
+            default = "(secret)"
+        rows.append((env, "" if default is None else str(default), field.description or ""))
+    return rows

@@ -1,0 +1,76 @@
+"""Tenant, channel installation and API key tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import JSON, Enum, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from parley.db import Base, TenantOwned, TimestampMixin, UTCDateTime, new_id
+
+
+class Tenant(TimestampMixin, Base):
+    __tablename__ = "tenant"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    persona: Mapped[str] = mapped_column(Text, default="")
+    # Bumped by every successful indexing or deletion: the answer cache keys on it.
+    index_version: Mapped[int] = mapped_column(Integer, default=0)
+    # The embedding model the tenant's index was built with (reindex when it changes).
+    embedding_model: Mapped[str | None] = mapped_column(String(128))
+    embedding_dimension: Mapped[int | None] = mapped_column(Integer)
+    max_upload_bytes: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+
+
+class ChannelKind(str, enum.Enum):
+    slack = "slack"
+    instagram = "instagram"
+    shopify = "shopify"
+    web = "web"
+
+
+class ChannelInstallation(TenantOwned, TimestampMixin, Base):
+    """A Slack workspace, Instagram account or Shopify shop mapped to one tenant.
+
+    `secrets_encrypted` is a Fernet token over a JSON object of secrets (tokens); it is never
+    logged and never leaves the repository decrypted except through `reveal_secrets`.
+    """
+
+    __tablename__ = "channel_installation"
+    __table_args__ = (UniqueConstraint("kind", "external_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(32), ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[ChannelKind] = mapped_column(
+        Enum(ChannelKind, name="channel_kind", native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+    )
+    external_id: Mapped[str] = mapped_column(String(255))
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # non-secret: scopes, bot user id, ...
+    secrets_encrypted: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active / revoked
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    def __repr__(self) -> str:  # never show secrets
+        return f"ChannelInstallation(kind={self.kind.value if self.kind else None!r}, external_id={self.external_id!r}, tenant_id={self.tenant_id!r})"
+
+
+class ApiKey(TenantOwned, Base):
+    """An admin API key of one tenant. Only its SHA-256 is stored; the key is shown once."""
+
+    __tablename__ = "api_key"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(32), ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64), default="")
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
