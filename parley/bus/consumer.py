@@ -1,0 +1,395 @@
+"""The consumer wrapper: typed handlers by message type, one unit of work per message, ack after commit.
+
+Per delivery::
+
+    parse envelope ── unreadable ────────────────────────────────────────────► dead letter
+    bind correlation/message/tenant ids into the logging context
+    unit of work (session bound to the message's tenant):
+        already processed by this consumer? ── yes: commit, ack ("duplicate")
+        handler(Received(envelope, payload, session)), within handler_timeout (25 min < consumer_timeout)
+        mark processed (conflict: a concurrent copy won, roll back, ack)
+        drop the message from its tenant's backlog
+    commit ─► ack                                                                     ("ok")
+    error ─► Failure.of(exc): retryable and attempt < max_attempts
+                 ─► republish attempt+1 through a delay tier (exponential backoff, jitter), ack   ("retry")
+             otherwise
+                 ─► unit of work: on_dead_letter hook + dead_letter row + backlog; commit
+                 ─► publish to <queue>.dlq with x-parley-error / x-parley-attempts headers; ack    ("dead")
+             the retry or dead-letter step itself failing ─► short pause, nack(requeue)       ("requeued")
+
+Graceful stop: cancel the broker consumer, wait for in-flight handlers up to a deadline, cancel the
+rest (their transactions roll back) and nack-requeue them, close the channel. A delivery whose
+channel died (connection lost) cannot be acked; the broker redelivers it and the processed marker
+makes the second run a no-op if the first committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from parley.bus import context
+from parley.bus.broker import Broker, Delivery, Outgoing, Subscription
+from parley.bus.dead_letters import record_dead_letter
+from parley.bus.envelope import (
+    H_ATTEMPT,
+    H_ATTEMPTS,
+    H_CONSUMER,
+    H_DEAD_AT,
+    H_DELAY,
+    H_ERROR,
+    H_ERROR_CODE,
+    H_QUEUE,
+    H_TENANT,
+    Envelope,
+)
+from parley.bus.errors import Failure, Permanent, Retryable
+from parley.bus.idempotency import already_processed, mark_processed
+from parley.bus.outbox import finish_pending
+from parley.db import new_id, unit_of_work, utcnow
+
+log = logging.getLogger(__name__)
+
+P = TypeVar("P")
+
+
+@dataclass(frozen=True)
+class Received(Generic[P]):
+    """What a handler gets: the envelope, its payload parsed into the registered model, the session."""
+
+    envelope: Envelope
+    payload: P
+    session: AsyncSession
+    consumer: str
+
+
+Handler = Callable[[Received[Any]], Awaitable[None]]
+#: ``(session, envelope, failure)``, run in its own unit of work before the DLQ publish.
+DeadLetterHook = Callable[[AsyncSession, Envelope, Failure], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Route:
+    handler: Handler
+    payload_model: type[BaseModel] | None
+    on_dead_letter: DeadLetterHook | None
+
+    def parse(self, envelope: Envelope) -> Any:
+        return envelope.payload if self.payload_model is None else self.payload_model.model_validate(envelope.payload)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """``base * factor**(attempt-1)`` capped, times a random factor in ``[1-jitter, 1+jitter]``;
+    the broker then uses the longest delay tier not above that."""
+
+    base: float = 1.0
+    factor: float = 2.0
+    cap: float = 300.0
+    jitter: float = 0.5
+
+    def delay(self, attempt: int) -> float:
+        raw = min(self.cap, self.base * self.factor ** max(0, attempt - 1))
+        return raw * random.uniform(1 - self.jitter, 1 + self.jitter)
+
+
+class _AlreadyDone(Exception):
+    """Another delivery of the same message committed first."""
+
+
+class Consumer:
+    def __init__(
+        self,
+        *,
+        name: str,
+        queue: str,
+        broker: Broker,
+        sessions: async_sessionmaker[AsyncSession],
+        max_attempts: int = 5,
+        prefetch: int = 8,
+        backoff: Backoff | None = None,
+        idempotent: bool = True,
+        requeue_pause: float = 1.0,
+        handler_timeout: float | None = 25 * 60,
+    ) -> None:
+        broker.topology.check(queue)
+        self.name = name
+        self.queue = queue
+        self.broker = broker
+        self.sessions = sessions
+        self.max_attempts = max_attempts
+        self.prefetch = prefetch
+        delays = broker.topology.delays
+        self.backoff = backoff or Backoff(base=delays[0], cap=delays[-1])
+        self.idempotent = idempotent
+        self.requeue_pause = requeue_pause
+        # RabbitMQ closes the channel of a delivery unacked for 30 min (consumer_timeout): give up first.
+        self.handler_timeout = handler_timeout
+        #: How each delivery ended: ok, duplicate, retry, dead, requeued.
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        self._routes: dict[str, Route] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._subscription: Subscription | None = None
+        self._stopping = False
+
+    # --- registry -------------------------------------------------------------------------
+    def register(
+        self,
+        message_type: str,
+        handler: Handler,
+        payload: type[BaseModel] | None = None,
+        *,
+        on_dead_letter: DeadLetterHook | None = None,
+    ) -> None:
+        if message_type in self._routes:
+            raise ValueError(f"{self.name}: a handler for {message_type} is already registered")
+        self._routes[message_type] = Route(handler, payload, on_dead_letter)
+
+    def handler(
+        self, message_type: str, payload: type[BaseModel] | None = None, *, on_dead_letter: DeadLetterHook | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`register`."""
+
+        def decorate(fn: Handler) -> Handler:
+            self.register(message_type, fn, payload, on_dead_letter=on_dead_letter)
+            return fn
+
+        return decorate
+
+    # --- lifecycle ------------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._subscription = await self.broker.consume(self.queue, prefetch=self.prefetch, callback=self._on_delivery)
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        self._stopping = True
+        if self._subscription is not None:
+            await self._subscription.cancel()
+        if self._tasks:
+            _, unfinished = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in unfinished:
+                task.cancel()  # rolls the handler's transaction back, then nack-requeues (see _process)
+            await asyncio.gather(*unfinished, return_exceptions=True)
+        if self._subscription is not None:
+            await self._subscription.close()
+            self._subscription = None
+
+    async def _on_delivery(self, delivery: Delivery) -> None:
+        if self._stopping:
+            await self._settle(delivery.nack(requeue=True))
+            return
+        # Our own task, not the broker client's: a lost channel must not cancel a handler mid-commit.
+        task = asyncio.create_task(self._process(delivery))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- one delivery ---------------------------------------------------------------------
+    async def _process(self, delivery: Delivery) -> None:
+        try:
+            await self._process_one(delivery)
+        except asyncio.CancelledError:
+            self.outcomes["requeued"] += 1
+            await self._settle(delivery.nack(requeue=True))
+            raise
+
+    async def _process_one(self, delivery: Delivery) -> None:
+        started = time.monotonic()
+        try:
+            envelope = Envelope.from_bytes(delivery.body)
+        except ValueError as exc:
+            malformed = Failure("malformed_message", f"malformed_message: not a Parley envelope ({type(exc).__name__})", False)
+            with context.bind(message_id=delivery.message_id):
+                outcome = await self._guard(delivery, self._dead_letter(delivery, None, None, [], malformed))
+                self._log(outcome, None, started, malformed)
+            return
+        route = self._routes.get(envelope.type)
+        with context.bind(
+            correlation_id=envelope.correlation_id,
+            message_id=envelope.id,
+            tenant_id=envelope.tenant_id,
+            message_type=envelope.type,
+        ):
+            failure: Failure | None = None
+            try:
+                outcome = await self._handle(route, envelope)
+            except Exception as exc:
+                failure = Failure.of(exc)
+                if failure.code == "unexpected":
+                    log.warning("%s: unexpected error in handler", self.name, exc_info=exc)
+                outcome = await self._guard(delivery, self._fail(delivery, envelope, route, failure))
+            else:
+                await self._settle(delivery.ack())
+            self._log(outcome, envelope, started, failure)
+
+    async def _handle(self, route: Route | None, envelope: Envelope) -> str:
+        if route is None:
+            raise Permanent(f"no handler for {envelope.type} in consumer {self.name}", code="no_handler")
+        key = envelope.idempotency_key
+        deadline = asyncio.timeout(self.handler_timeout)
+        try:
+            async with deadline, self._unit_of_work(envelope) as session:
+                if self.idempotent and await already_processed(session, self.name, key):
+                    await finish_pending(session, envelope.id)
+                    return "duplicate"
+                await route.handler(Received(envelope, route.parse(envelope), session, self.name))
+                if self.idempotent and not await mark_processed(session, self.name, key, envelope.id):
+                    raise _AlreadyDone
+                await finish_pending(session, envelope.id)
+        except _AlreadyDone:
+            return "duplicate"
+        except TimeoutError as exc:
+            if deadline.expired():
+                raise Retryable(f"handler did not finish within {self.handler_timeout:g}s", code="timeout") from exc
+            raise
+        return "ok"
+
+    async def _fail(self, delivery: Delivery, envelope: Envelope, route: Route | None, failure: Failure) -> str:
+        history = _history(delivery) + [{"attempt": envelope.attempt, "at": utcnow().isoformat(), "error": failure.reason}]
+        if failure.retryable and envelope.attempt < self.max_attempts:
+            headers = {**_carry(delivery.headers), H_ATTEMPTS: history, H_ERROR: failure.reason, H_ERROR_CODE: failure.code}
+            await self.broker.publish_delayed(
+                Outgoing.of(envelope.next_attempt(), headers=headers, priority=delivery.priority),
+                routing_key=self.queue,
+                delay=self.backoff.delay(envelope.attempt),
+            )
+            await self._settle(delivery.ack())
+            return "retry"
+        if failure.retryable:
+            failure = failure.exhausted(envelope.attempt)
+        return await self._dead_letter(delivery, envelope, route, history, failure)
+
+    async def _dead_letter(
+        self, delivery: Delivery, envelope: Envelope | None, route: Route | None, history: list[dict[str, Any]], failure: Failure
+    ) -> str:
+        hook = route.on_dead_letter if route is not None and envelope is not None else None
+        try:
+            await self._record(delivery, envelope, hook, history, failure)
+        except Exception:
+            if hook is None:
+                raise
+            log.exception("%s: on_dead_letter hook failed; recording the dead letter without it", self.name)
+            failure = Failure(failure.code, f"{failure.reason} (and the on_dead_letter hook failed)", False)
+            await self._record(delivery, envelope, None, history, failure)
+        headers = {
+            **_carry(delivery.headers),
+            H_ATTEMPTS: history,
+            H_ERROR: failure.reason,
+            H_ERROR_CODE: failure.code,
+            H_QUEUE: self.queue,
+            H_CONSUMER: self.name,
+            H_DEAD_AT: utcnow().isoformat(),
+        }
+        if envelope is not None:
+            message = Outgoing.of(envelope, headers=headers)
+        else:
+            message = Outgoing(body=delivery.body, message_id=delivery.message_id or new_id(), headers=headers)
+        await self.broker.publish_dead(message, queue=self.queue)
+        await self._settle(delivery.ack())
+        return "dead"
+
+    async def _record(
+        self, delivery: Delivery, envelope: Envelope | None, hook: DeadLetterHook | None, history: list[dict[str, Any]], failure: Failure
+    ) -> None:
+        async with self._unit_of_work(envelope) as session:
+            if hook is not None and envelope is not None:
+                await hook(session, envelope, failure)
+            await record_dead_letter(
+                session,
+                queue=self.queue,
+                message_id=envelope.id if envelope else (delivery.message_id or new_id()),
+                message_type=envelope.type if envelope else "unknown",
+                tenant_id=envelope.tenant_id if envelope else None,
+                correlation_id=envelope.correlation_id if envelope else None,
+                failure=failure,
+                attempts=history,
+                body=delivery.body,
+            )
+            if envelope is not None:
+                await finish_pending(session, envelope.id)
+
+    # --- helpers --------------------------------------------------------------------------
+    def _unit_of_work(self, envelope: Envelope | None) -> contextlib.AbstractAsyncContextManager[AsyncSession]:
+        tenant_id = envelope.tenant_id if envelope is not None else None
+        return unit_of_work(self.sessions, tenant_id=tenant_id, admin=tenant_id is None)
+
+    async def _guard(self, delivery: Delivery, step: Awaitable[str]) -> str:
+        """Run a retry / dead-letter step; if it fails (broker or database down), requeue the message."""
+        try:
+            return await step
+        except Exception:
+            log.exception("%s: could not retry or dead-letter the message; returning it to the queue", self.name)
+            await asyncio.sleep(self.requeue_pause)
+            await self._settle(delivery.nack(requeue=True))
+            return "requeued"
+
+    async def _settle(self, action: Awaitable[None]) -> None:
+        try:
+            await action
+        except Exception as exc:
+            # Channel gone with the connection: the broker requeues the delivery by itself.
+            log.warning("%s: could not ack/nack (%r); the broker will redeliver", self.name, exc)
+
+    def _log(self, outcome: str, envelope: Envelope | None, started: float, failure: Failure | None) -> None:
+        self.outcomes[outcome] += 1
+        ms = (time.monotonic() - started) * 1000
+        level = logging.WARNING if outcome in ("dead", "requeued") else logging.INFO
+        log.log(
+            level,
+            "%s %s %s attempt=%s %.0fms%s",
+            self.name,
+            envelope.type if envelope else "unreadable",
+            outcome,
+            envelope.attempt if envelope else "-",
+            ms,
+            f" error={failure.reason!r}" if failure else "",
+            extra={"outcome": outcome, "queue": self.queue, "duration_ms": round(ms, 1)},
+        )
+
+
+def _history(delivery: Delivery) -> list[dict[str, Any]]:
+    raw = (delivery.headers or {}).get(H_ATTEMPTS) or []
+    return [dict(item) for item in raw if isinstance(item, dict)]
+
+
+_NOT_CARRIED = {H_ATTEMPT, H_ATTEMPTS, H_TENANT, H_DELAY, H_ERROR, H_ERROR_CODE}
+
+
+def _carry(headers: dict[str, Any] | None) -> dict[str, Any]:
+    """Our own headers worth keeping across a retry (e.g. x-parley-replay-of); not RabbitMQ's x-death."""
+    return {k: v for k, v in (headers or {}).items() if k.startswith("x-parley-") and k not in _NOT_CARRIED}
+
+
+@contextlib.asynccontextmanager
+async def consuming(*consumers: Consumer, shutdown_timeout: float = 30.0) -> AsyncIterator[None]:
+    """``async with consuming(a, b): ...`` starts the consumers and stops them gracefully on exit."""
+    started: list[Consumer] = []
+    try:
+        for consumer in consumers:
+            await consumer.start()
+            started.append(consumer)
+        yield
+    finally:
+        await asyncio.gather(*(c.stop(shutdown_timeout) for c in started), return_exceptions=True)
+
+
+async def run_consumer(
+    consumers: Consumer | Sequence[Consumer], stop: asyncio.Event, *, shutdown_timeout: float = 30.0
+) -> None:
+    """Start the consumers, wait for ``stop`` (set it from a signal handler), stop them gracefully."""
+    group = [consumers] if isinstance(consumers, Consumer) else list(consumers)
+    async with consuming(*group, shutdown_timeout=shutdown_timeout):
+        await stop.wait()

@@ -1,0 +1,158 @@
+"""An in-memory broker with the RabbitMQ broker's interface, for ``parley up --single-process``.
+
+Same semantics where they matter to the relay and the consumer wrapper: priority queues (highest
+first, FIFO within a priority), prefetch per subscription, ack / nack-requeue, delay tiers
+(``loop.call_later``), dead-letter lists. Not durable: messages live as long as the process, which
+is fine for a quick look; the outbox still holds everything that was never published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from parley.bus.broker import DeliveryCallback, Outgoing
+from parley.bus.envelope import H_DELAY
+from parley.bus.topology import Topology
+
+_sequence = itertools.count()
+
+
+@dataclass
+class _Queue:
+    heap: list[tuple[int, int, Outgoing, bool]] = field(default_factory=list)
+    ready: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def put(self, message: Outgoing, *, redelivered: bool = False, seq: int | None = None) -> None:
+        async with self.ready:
+            order = next(_sequence) if seq is None else seq
+            heapq.heappush(self.heap, (-(message.priority or 0), order, message, redelivered))
+            self.ready.notify()
+
+
+class _MemoryDelivery:
+    def __init__(self, subscription: _MemorySubscription, message: Outgoing, seq: int, redelivered: bool) -> None:
+        self._subscription, self._message, self._seq = subscription, message, seq
+        self.body = message.body
+        self.headers = dict(message.headers)
+        self.message_id: str | None = message.message_id
+        self.priority = message.priority
+        self.redelivered: bool | None = redelivered
+        self._settled = False
+
+    async def ack(self) -> None:
+        self._settle()
+
+    async def nack(self, requeue: bool = True) -> None:
+        self._settle()
+        if requeue:  # back to its old position, as RabbitMQ does
+            await self._subscription.queue.put(self._message, redelivered=True, seq=self._seq)
+
+    def _settle(self) -> None:
+        if self._settled:
+            raise RuntimeError("delivery already acked or nacked")
+        self._settled = True
+        self._subscription.release(self)
+
+
+class _MemorySubscription:
+    def __init__(self, queue: _Queue, prefetch: int, callback: DeliveryCallback) -> None:
+        self.queue = queue
+        self._slots = asyncio.Semaphore(prefetch)
+        self._callback = callback
+        self._unacked: set[_MemoryDelivery] = set()
+        self._task = asyncio.create_task(self._pump())
+
+    def release(self, delivery: _MemoryDelivery) -> None:
+        if delivery in self._unacked:
+            self._unacked.discard(delivery)
+            self._slots.release()
+
+    async def _pump(self) -> None:
+        while True:
+            await self._slots.acquire()
+            async with self.queue.ready:
+                await self.queue.ready.wait_for(lambda: bool(self.queue.heap))
+                _, seq, message, redelivered = heapq.heappop(self.queue.heap)
+            delivery = _MemoryDelivery(self, message, seq, redelivered)
+            self._unacked.add(delivery)
+            await self._callback(delivery)
+
+    async def cancel(self) -> None:
+        if not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.cancel()
+        for delivery in list(self._unacked):  # what a closed channel does: requeue the unacked
+            await delivery.nack(requeue=True)
+
+
+class InMemoryBroker:
+    def __init__(self, topology: Topology | None = None) -> None:
+        self.topology = topology or Topology()
+        self._queues: dict[str, _Queue] = {}
+        self.dead: dict[str, list[Outgoing]] = {}
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    @property
+    def is_connected(self) -> bool:
+        return True
+
+    async def start(self) -> None:
+        for kind in self.topology.queues:
+            self._queues.setdefault(kind, _Queue())
+            self.dead.setdefault(kind, [])
+
+    async def close(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+    async def publish(self, message: Outgoing, *, routing_key: str) -> None:
+        self.topology.check(routing_key)
+        await self._queues[routing_key].put(message)
+
+    async def publish_delayed(self, message: Outgoing, *, routing_key: str, delay: float) -> None:
+        self.topology.check(routing_key)
+        tier = self.topology.pick_delay(delay)
+        delayed = dataclasses.replace(message, headers={**message.headers, H_DELAY: self.topology.delay_tag(tier)})
+        loop = asyncio.get_running_loop()
+
+        def due() -> None:
+            self._timers.discard(timer)
+            loop.create_task(self.publish(delayed, routing_key=routing_key))
+
+        timer = loop.call_later(tier, due)
+        self._timers.add(timer)
+
+    async def publish_dead(self, message: Outgoing, *, queue: str) -> None:
+        self.topology.check(queue)
+        self.dead[queue].append(message)
+
+    async def consume(self, queue: str, *, prefetch: int, callback: DeliveryCallback) -> _MemorySubscription:
+        self.topology.check(queue)
+        return _MemorySubscription(self._queues[queue], prefetch, callback)
+
+    async def drain_dead(self, queue: str, message_ids: set[str]) -> int:
+        kept = [m for m in self.dead[queue] if m.message_id not in message_ids]
+        removed = len(self.dead[queue]) - len(kept)
+        self.dead[queue] = kept
+        return removed
+
+    async def message_count(self, name: str) -> int:
+        for kind, q in self._queues.items():
+            if name == self.topology.queue(kind):
+                return len(q.heap)
+            if name == self.topology.dlq(kind):
+                return len(self.dead[kind])
+        raise KeyError(name)
+
+    def __repr__(self) -> str:
+        sizes: dict[str, Any] = {k: len(q.heap) for k, q in self._queues.items()}
+        return f"<InMemoryBroker {sizes}>"

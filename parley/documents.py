@@ -1,0 +1,220 @@
+"""Documents and bulk jobs: repositories and the upload service every producer uses.
+
+The gateway (a file in a DM), the web chat and `parley ingest` all submit uploads through
+:func:`submit_upload`: it records the document and stages `document.uploaded` in the caller's
+unit of work, so the message exists if and only if the document does. Re-uploading the same
+content is a no-op that answers with the existing document; a new version of a file (same
+source and name, new content) is a new document that replaces the old one when it is indexed.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley.blobs import StoredBlob
+from parley.bus import Envelope, stage
+from parley.contracts import DOCUMENT_UPLOADED, QUEUE_DOCUMENTS, DocumentUploaded
+from parley.db import utcnow
+from parley.models import Document, DocumentStatus, Job, JobItem, JobItemStatus, JobStatus
+from parley.repository import TenantRepository
+
+
+class DocumentRepository(TenantRepository[Document]):
+    model = Document
+    noun = "document"
+
+    async def by_sha(self, sha256: str) -> Document | None:
+        return (await self.session.execute(self.select().where(Document.sha256 == sha256))).scalar_one_or_none()
+
+    async def by_idempotency_key(self, key: str) -> Document | None:
+        return (await self.session.execute(self.select().where(Document.idempotency_key == key))).scalar_one_or_none()
+
+    async def current_version(self, source: str, filename: str, *, exclude_id: str | None = None) -> Document | None:
+        stmt = self.select().where(
+            Document.source == source,
+            Document.filename == filename,
+            Document.status.in_([DocumentStatus.indexed, DocumentStatus.queued, DocumentStatus.processing]),
+        )
+        if exclude_id:
+            stmt = stmt.where(Document.id != exclude_id)
+        return (await self.session.execute(stmt.order_by(Document.created_at.desc()).limit(1))).scalars().first()
+
+    async def list(self, *, status: DocumentStatus | None = None, limit: int = 100) -> list[Document]:
+        stmt = self.select().order_by(Document.created_at.desc()).limit(limit)
+        if status is not None:
+            stmt = stmt.where(Document.status == status)
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def counts_by_status(self) -> dict[str, int]:
+        stmt = self.select(Document.status, func.count()).group_by(Document.status)
+        return {status.value: n for status, n in (await self.session.execute(stmt)).all()}
+
+
+class JobRepository(TenantRepository[Job]):
+    model = Job
+    noun = "job"
+
+    async def list(self, *, limit: int = 50) -> list[Job]:
+        return list((await self.session.execute(self.select().order_by(Job.created_at.desc()).limit(limit))).scalars())
+
+    async def failed_items(self, job_id: str) -> list[JobItem]:
+        stmt = (
+            select(JobItem)
+            .where(JobItem.tenant_id == self.tenant_id, JobItem.job_id == job_id, JobItem.status == JobItemStatus.failed)
+            .order_by(JobItem.id)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+
+@dataclass(frozen=True)
+class Submitted:
+    document: Document
+    created: bool  # False: the same content (or idempotency key) was already submitted
+
+
+async def create_job(session: AsyncSession, *, tenant_id: str, kind: str, description: str, total: int,
+                     notify: dict[str, Any] | None = None) -> Job:
+    job = JobRepository(session, tenant_id).add(Job(kind=kind, description=description, total=total, notify=notify))
+    await session.flush()
+    return job
+
+
+async def submit_upload(
+    session: AsyncSession,
+    *,
+    tenant_id: str,
+    source: str,
+    filename: str,
+    declared_mime: str | None,
+    blob: StoredBlob,
+    idempotency_key: str | None = None,
+    notify: dict[str, Any] | None = None,
+    job_id: str | None = None,
+    correlation_id: str | None = None,
+) -> Submitted:
+    """Record an uploaded file and queue it for indexing (published after the caller commits)."""
+    repo = DocumentRepository(session, tenant_id)
+    key = idempotency_key or f"sha256:{blob.sha256}"
+    existing = await repo.by_idempotency_key(key) or await repo.by_sha(blob.sha256)
+    if existing is not None and existing.status not in (DocumentStatus.failed, DocumentStatus.deleted):
+        if job_id:
+            await _add_job_item(session, tenant_id, job_id, existing, already_done=existing.status == DocumentStatus.indexed)
+        return Submitted(existing, created=False)
+    if existing is not None:
+        # Same content again after a failure or a deletion: try it again, as the same row.
+        document = existing
+        document.status = DocumentStatus.queued
+        document.error = document.error_code = None
+        document.attempts = 0
+        document.filename = filename
+        document.notify = notify
+        document.job_id = job_id
+    else:
+        document = repo.add(
+            Document(
+                source=source,
+                filename=filename,
+                mime_type=declared_mime,
+                size_bytes=blob.size,
+                sha256=blob.sha256,
+                blob_key=blob.key,
+                status=DocumentStatus.queued,
+                idempotency_key=key,
+                notify=notify,
+                job_id=job_id,
+                correlation_id=correlation_id,
+            )
+        )
+        await session.flush()
+    previous = await repo.current_version(source, filename, exclude_id=document.id)
+    document.replaces_id = previous.id if previous is not None else None
+    if job_id:
+        await _add_job_item(session, tenant_id, job_id, document, already_done=False)
+    stage(
+        session,
+        Envelope.new(
+            DOCUMENT_UPLOADED,
+            tenant_id=tenant_id,
+            payload=DocumentUploaded(document_id=document.id),
+            correlation_id=correlation_id,
+        ),
+        QUEUE_DOCUMENTS,
+    )
+    return Submitted(document, created=existing is None)
+
+
+async def _add_job_item(session: AsyncSession, tenant_id: str, job_id: str, document: Document, *, already_done: bool) -> None:
+    item = JobItem(
+        tenant_id=tenant_id, job_id=job_id, item_key=document.id, label=document.filename,
+        status=JobItemStatus.done if already_done else JobItemStatus.pending,
+    )
+    session.add(item)
+    await session.flush()
+    if already_done:
+        await session.execute(
+            update(Job).where(Job.tenant_id == tenant_id, Job.id == job_id).values(done=Job.done + 1)
+            .execution_options(synchronize_session=False)
+        )
+        await _close_if_complete(session, tenant_id, job_id)
+
+
+async def finish_job_item(
+    session: AsyncSession, *, tenant_id: str, job_id: str, item_key: str, ok: bool,
+    error_code: str | None = None, error: str | None = None,
+) -> Job | None:
+    """Count one item of a job exactly once (pending -> done/failed) and close the job after the last.
+
+    Returns the job when this call closed it (so the caller can send the final report), else None.
+    The conditional UPDATE is the atomic step: a redelivered message finds the item no longer
+    pending and changes nothing.
+    """
+    moved = await session.execute(
+        update(JobItem)
+        .where(JobItem.tenant_id == tenant_id, JobItem.job_id == job_id, JobItem.item_key == item_key,
+               JobItem.status == JobItemStatus.pending)
+        .values(status=JobItemStatus.done if ok else JobItemStatus.failed, error_code=error_code, error=error,
+                finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if moved.rowcount != 1:
+        return None
+    counter = Job.done if ok else Job.failed
+    await session.execute(
+        update(Job).where(Job.tenant_id == tenant_id, Job.id == job_id).values({counter: counter + 1})
+        .execution_options(synchronize_session=False)
+    )
+    return await _close_if_complete(session, tenant_id, job_id)
+
+
+async def _close_if_complete(session: AsyncSession, tenant_id: str, job_id: str) -> Job | None:
+    """Close the job when every item is counted; returns it only to the one call that closed it."""
+    closed = await session.execute(
+        update(Job)
+        .where(Job.tenant_id == tenant_id, Job.id == job_id, Job.status == JobStatus.running,
+               Job.done + Job.failed >= Job.total)
+        .values(status=JobStatus.done, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if closed.rowcount != 1:
+        return None
+    job = await JobRepository(session, tenant_id).get(job_id)
+    await session.refresh(job)
+    return job
+
+
+async def job_report(session: AsyncSession, job: Job) -> str:
+    """'115 of 127 indexed; 12 failed: PDF is password-protected (9), document has no text (3)'."""
+    text = f"{job.done:,} of {job.total:,} indexed"
+    if not job.failed:
+        return text
+    failed = await JobRepository(session, job.tenant_id).failed_items(job.id)
+    reasons = collections.Counter(item.error or "unknown error" for item in failed)
+    grouped = ", ".join(f"{reason} ({n})" for reason, n in reasons.most_common(5))
+    if len(reasons) > 5:
+        grouped += ", …"
+    return f"{text}; {job.failed:,} failed: {grouped}"

@@ -1,0 +1,78 @@
+"""The in-memory broker behind ``parley up --single-process``: same relay, same consumer wrapper."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from parley.bus import Consumer, Envelope, InMemoryBroker, OutboxRelay, Received, consuming, list_dead_letters, replay
+from parley.db import unit_of_work
+from parley.errors import Unavailable, UnsupportedType
+from tests.parley.bus_support import (  # noqa: F401  (fixtures)
+    bus_db_url,
+    bus_pg_database,
+    bus_sqlite_template,
+    eventually,
+    new_topology,
+    sessions,
+    stage_committed,
+)
+
+pytestmark = pytest.mark.postgres
+
+
+async def test_outbox_retry_dead_letter_and_fairness_in_memory(sessions) -> None:
+    broker = InMemoryBroker(new_topology())
+    await broker.start()
+    relay = OutboxRelay(sessions, broker)
+    # Given tenant A's 20 uploads, then B's one, a flaky one and a broken one
+    await stage_committed(sessions, [Envelope.new("document.uploaded", tenant_id="A", payload={"k": "ok"}) for _ in range(20)], "documents")
+    await stage_committed(sessions, [Envelope.new("document.uploaded", tenant_id="B", payload={"k": "ok"})], "documents")
+    await stage_committed(sessions, [Envelope.new("document.uploaded", tenant_id="C", payload={"k": "flaky"})], "documents")
+    await stage_committed(sessions, [Envelope.new("document.uploaded", tenant_id="D", payload={"k": "broken"})], "documents")
+    assert await relay.flush() == 23
+    order: list[tuple[str, int]] = []
+    consumer = Consumer(name="worker", queue="documents", broker=broker, sessions=sessions, prefetch=1)
+
+    @consumer.handler("document.uploaded")
+    async def index(msg: Received[dict]) -> None:
+        order.append((msg.envelope.tenant_id or "", msg.envelope.attempt))
+        if msg.payload["k"] == "flaky" and msg.envelope.attempt < 3:
+            raise Unavailable("try later")
+        if msg.payload["k"] == "broken":
+            raise UnsupportedType("unreadable")
+
+    async with consuming(consumer):
+        await eventually(lambda: consumer.outcomes["ok"] == 22 and consumer.outcomes["dead"] == 1)
+    # Then the lone uploads of B, C and D overtook A's backlog
+    assert [tenant for tenant, _ in order[:4]] == ["A", "B", "C", "D"]
+    assert [attempt for tenant, attempt in order if tenant == "C"] == [1, 2, 3]
+    assert consumer.outcomes == {"ok": 22, "retry": 2, "dead": 1}
+    [dead] = broker.dead["documents"]
+    assert dead.headers["x-parley-error"] == "unsupported_type: unreadable"
+    async with unit_of_work(sessions, admin=True) as session:
+        [row] = await list_dead_letters(session, queue="documents")
+    assert row.tenant_id == "D"
+    # and a replay drains the in-memory DLQ
+    await replay(sessions, broker, queue="documents", relay=relay)
+    assert broker.dead["documents"] == []
+    await broker.close()
+
+
+async def test_graceful_stop_requeues_in_memory(sessions) -> None:
+    broker = InMemoryBroker(new_topology())
+    await broker.start()
+    await stage_committed(sessions, [Envelope.new("document.uploaded", tenant_id="A") for _ in range(3)], "documents")
+    await OutboxRelay(sessions, broker).flush()
+    consumer = Consumer(name="worker", queue="documents", broker=broker, sessions=sessions, prefetch=2)
+
+    @consumer.handler("document.uploaded")
+    async def stuck(msg: Received[dict]) -> None:
+        await asyncio.Event().wait()
+
+    await consumer.start()
+    await eventually(lambda: consumer.in_flight == 2)
+    await consumer.stop(timeout=0.05)
+    assert consumer.outcomes == {"requeued": 2}
+    assert await broker.message_count(broker.topology.queue("documents")) == 3
