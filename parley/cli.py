@@ -485,6 +485,31 @@ async def documents_list(ctx: Ctx, tenant_name: str, status: str | None, limit: 
     emit(ctx, rows, ["id", "filename", "status", "chunks", "error", "updated_at"], title="documents")
 
 
+@documents.command("delete")
+@click.argument("document_id")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.pass_obj
+@run_async
+async def documents_delete(ctx: Ctx, document_id: str, tenant_name: str) -> None:
+    """Delete a document: its vectors and chunks are removed and cached answers invalidated."""
+    from parley.db import unit_of_work
+    from parley.documents import delete_document
+    from parley.vectors import create_vector_index
+
+    engine, sessions = await _database(ctx.settings, "cli")
+    index = create_vector_index(ctx.settings, role="writer", sessions=sessions)
+    try:
+        await _ensure_migrated(engine)
+        tenant_id, _ = await _tenant_id(sessions, tenant_name)
+        async with unit_of_work(sessions, tenant_id=tenant_id) as session:
+            document = await delete_document(session, index, tenant_id=tenant_id, document_id=document_id)
+            name = document.filename
+    finally:
+        await index.aclose()
+        await engine.dispose()
+    out.print(f"deleted {name} ({document_id})")
+
+
 @main.group()
 def jobs() -> None:
     """Bulk jobs (multi-file uploads, catalog syncs) and their progress."""

@@ -218,3 +218,30 @@ async def job_report(session: AsyncSession, job: Job) -> str:
     if len(reasons) > 5:
         grouped += ", …"
     return f"{text}; {job.failed:,} failed: {grouped}"
+
+
+async def delete_document(session: AsyncSession, index: Any, *, tenant_id: str, document_id: str) -> Document:
+    """Remove a document everywhere: its vectors, its chunk metadata, its status (kept as `deleted`
+    so a later re-upload of the same content is indexed again). Bumps the tenant's index version,
+    so no cached answer built from it survives."""
+    from sqlalchemy import delete as sql_delete
+
+    from parley.models import Chunk
+
+    repo = DocumentRepository(session, tenant_id)
+    document = await repo.get(document_id)
+    await index.delete_document(tenant_id, document.id)
+    await session.execute(sql_delete(Chunk).where(Chunk.tenant_id == tenant_id, Chunk.document_id == document.id))
+    document.status = DocumentStatus.deleted
+    document.chunk_count = 0
+    await session.execute(
+        update(_tenant_table()).where(_tenant_table().c.id == tenant_id).values(index_version=_tenant_table().c.index_version + 1)
+    )
+    return document
+
+
+def _tenant_table() -> Any:
+    # The tenant table by name: the kernel does not import the tenants package.
+    from parley.db import Base
+
+    return Base.metadata.tables["tenant"]

@@ -173,3 +173,23 @@ def test_new_version_replaces_the_old_one(stack: dict[str, str], db_url: str, tm
     assert sorted(d.status.value for d in versions) == ["deleted", "indexed"]
     live = next(d for d in versions if d.status == DocumentStatus.indexed)
     assert state["chunks"] == live.chunk_count
+
+    # When the admin deletes it, its chunks and vectors are gone and cached answers invalidated
+    deleted = _parley(stack, "documents", "delete", live.id, "--tenant", "acme")
+    assert deleted.returncode == 0, deleted.stderr
+    after = asyncio.run(_state(db_url, tmp_path))
+    assert after["chunks"] == 0 and after["version"] > state["version"]
+    assert asyncio.run(_vector_count(db_url, tmp_path, live.tenant_id)) == 0
+
+
+async def _vector_count(db_url: str, tmp: Path, tenant_id: str) -> int:
+    from parley.vectors import create_vector_index
+
+    settings = Settings(database_url=db_url, data_dir=tmp / "reader")
+    engine = create_engine(settings, "test")
+    index = create_vector_index(settings, role="reader", sessions=create_sessionmaker(engine))
+    try:
+        return await index.count(tenant_id)
+    finally:
+        await index.aclose()
+        await engine.dispose()
