@@ -510,6 +510,41 @@ async def documents_delete(ctx: Ctx, document_id: str, tenant_name: str) -> None
     out.print(f"deleted {name} ({document_id})")
 
 
+@main.command()
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.pass_obj
+@run_async
+async def reindex(ctx: Ctx, tenant_name: str) -> None:
+    """Re-index every document of a tenant (after changing the embedding model), as one job.
+
+    Follow it with `parley jobs show JOB --tenant T`. The tenant stays searchable meanwhile.
+    """
+    from parley import runtime
+    from parley.bus import OutboxRelay
+    from parley.db import unit_of_work
+    from parley.documents import requeue_all
+
+    engine, sessions = await _database(ctx.settings, "cli")
+    broker = runtime.rabbit_broker(ctx.settings, "cli-reindex")
+    try:
+        await _ensure_migrated(engine)
+        tenant_id, tenant = await _tenant_id(sessions, tenant_name)
+        await broker.start()
+        async with unit_of_work(sessions, tenant_id=tenant_id) as session:
+            job = await requeue_all(session, tenant_id=tenant_id, reason=f"reindex of {tenant} requested by the CLI")
+            job_id, total = (job.id, job.total) if job else (None, 0)
+        await OutboxRelay(sessions, broker).flush()
+    finally:
+        await broker.close()
+        await engine.dispose()
+    if ctx.as_json:
+        click.echo(json.dumps({"job_id": job_id, "documents": total}))
+    elif job_id is None:
+        out.print(f"tenant {tenant} has no documents to re-index")
+    else:
+        out.print(f"re-indexing {total} documents of {tenant} as job {job_id}")
+
+
 @main.group()
 def jobs() -> None:
     """Bulk jobs (multi-file uploads, catalog syncs) and their progress."""

@@ -245,3 +245,28 @@ def _tenant_table() -> Any:
     from parley.db import Base
 
     return Base.metadata.tables["tenant"]
+
+
+async def requeue_all(session: AsyncSession, *, tenant_id: str, reason: str) -> Job | None:
+    """Re-index every live document of a tenant as one job (after an embedding model change).
+
+    Each document goes back to `queued` and gets a fresh `document.uploaded`; the worker replaces
+    its chunks in place (same deterministic ids), so the tenant stays searchable throughout.
+    """
+    repo = DocumentRepository(session, tenant_id)
+    documents = list((await session.execute(
+        repo.select().where(Document.status.in_([DocumentStatus.indexed, DocumentStatus.failed]))
+    )).scalars())
+    if not documents:
+        return None
+    job = await create_job(session, tenant_id=tenant_id, kind="reindex", description=reason, total=len(documents))
+    for document in documents:
+        document.status = DocumentStatus.queued
+        document.error = document.error_code = None
+        document.attempts = 0
+        document.job_id = job.id
+        document.notify = None
+        await _add_job_item(session, tenant_id, job.id, document, already_done=False)
+        stage(session, Envelope.new(DOCUMENT_UPLOADED, tenant_id=tenant_id,
+                                    payload=DocumentUploaded(document_id=document.id)), QUEUE_DOCUMENTS)
+    return job

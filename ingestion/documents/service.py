@@ -122,7 +122,13 @@ async def index_document(deps: IndexingDeps, session: AsyncSession, *, tenant_id
     document.error = document.error_code = None
     document.mime_type = extracted.mime_type
     document.indexed_at = utcnow()
-    await TenantDirectory(session).bump_index_version(tenant_id)
+    directory = TenantDirectory(session)
+    await directory.bump_index_version(tenant_id)
+    tenant = await directory.by_id(tenant_id)
+    if tenant is not None and (tenant.embedding_model, tenant.embedding_dimension) != (deps.embedder.model_id, deps.embedder.dimension):
+        # The model the tenant's index is built with; `parley reindex` rebuilds after a change.
+        tenant.embedding_model = deps.embedder.model_id
+        tenant.embedding_dimension = deps.embedder.dimension
     await _notify(session, document, ok=True, text=f"indexed {document.filename} ({len(chunks)} sections)")
     log.info(
         "indexed document",

@@ -174,6 +174,18 @@ def test_new_version_replaces_the_old_one(stack: dict[str, str], db_url: str, tm
     live = next(d for d in versions if d.status == DocumentStatus.indexed)
     assert state["chunks"] == live.chunk_count
 
+    # When the tenant is re-indexed (an embedding model change), the job covers the live document
+    # and the index ends the same
+    started = json.loads(_parley(stack, "--json", "reindex", "--tenant", "acme").stdout)
+    assert started["documents"] == 1
+    deadline = time.monotonic() + 120
+    while json.loads(_parley(stack, "--json", "jobs", "show", started["job_id"], "--tenant", "acme").stdout)["status"] == "running":
+        assert time.monotonic() < deadline, "reindex job did not finish"
+        time.sleep(1)
+    reindexed = asyncio.run(_state(db_url, tmp_path))
+    assert reindexed["chunks"] == live.chunk_count
+    assert next(d for d in reindexed["rows"] if d.id == live.id).status == DocumentStatus.indexed
+
     # When the admin deletes it, its chunks and vectors are gone and cached answers invalidated
     deleted = _parley(stack, "documents", "delete", live.id, "--tenant", "acme")
     assert deleted.returncode == 0, deleted.stderr
