@@ -1,4 +1,6 @@
-"""The sandbox child: `python -c "...; _child.main()" '<request json>'` (see sandbox.py).
+"""The sandbox child's work (see sandbox.py), run either in a fresh interpreter
+(`python -c "...; _child.main()" '<request json>'`, the fallback) or by a fork server's
+freshly forked grandchild (`_zygote.py`, which calls `run` with the request it received).
 
 Sets its own limits first, reads the document (stdin, or the path in the request), runs
 sniff + extract, and writes one JSON object to the original stdout. Parsers that print are
@@ -22,7 +24,11 @@ _MIB = 1024 * 1024
 
 
 def main() -> int:
-    request = json.loads(sys.argv[1])
+    return run(json.loads(sys.argv[1]))
+
+
+def run(request: dict[str, Any]) -> int:
+    """Parse one document with fds 0/1/2 as stdin/answer/log; returns the exit status."""
     answer_fd = os.dup(1)
     os.dup2(2, 1)  # fd 1 (and sys.stdout) now lead to stderr
     memory_mb = int(request["memory_limit_mb"])
@@ -68,9 +74,10 @@ def _apply_limits(time_limit_s: float, memory_limit_mb: int) -> None:
     _set(resource.RLIMIT_CPU, cpu, cpu + 1)  # SIGXCPU at the soft limit, SIGKILL one second later
     _set(resource.RLIMIT_CORE, 0, 0)  # never dump an untrusted document's memory to disk
     _set(resource.RLIMIT_FSIZE, 0, 0)  # a parser has no business writing files
-    # The budget is on top of what the bare interpreter already maps (~15 MB of address
-    # space), so "512 MB" means 512 MB for the parser, its imports (pypdf or python-docx with
-    # lxml: ~40 MB) and the document.
+    # The budget is on top of what this process already maps: the bare interpreter (~15 MB of
+    # address space) when it was started for this document, so "512 MB" covers the parser's
+    # imports (pypdf or python-docx with lxml: ~40 MB) and the document; or the fork server's
+    # image (~70 MB, every parser imported), so the budget is the document's parse alone.
     address_space = _address_space() + memory_limit_mb * _MIB
     _set(resource.RLIMIT_AS, address_space, address_space)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ingestion.documents.service import IndexingDeps, index_document, mark_failed
+from ingestion.documents import sandbox
 from parley.blobs import BlobStore
 from parley import runtime
 from parley.bus import Broker, Consumer, OutboxRelay, Received, run_consumer
@@ -70,5 +71,6 @@ async def run_document_worker(settings: Settings, *, stop: asyncio.Event | None 
         await relay.stop()
         await index.aclose()
         await embedder.aclose()
+        await sandbox.aclose()  # stop the parser fork server
         await broker.close()
         await engine.dispose()

@@ -1,41 +1,53 @@
-"""Sniff + extract untrusted bytes in a fresh, limited child process.
+"""Sniff + extract untrusted bytes in a fresh, limited process per document.
 
-One child per document (a new interpreter running `_child.main`), so a parser that hangs, leaks,
-crashes or is subverted takes nothing else down and leaves no state behind:
-- wall time: the parent kills the child's process group at `time_limit_s`
+Every document is parsed in a process of its own that exits afterwards, so a parser that hangs,
+leaks, crashes or is subverted takes nothing else down and leaves no state behind:
+- wall time: the parent has the process group killed at `time_limit_s`
   -> SandboxFailure("parse_timeout", "parsing took longer than 30 s");
 - CPU time: RLIMIT_CPU in the child, same report (a second line of defence);
-- memory: RLIMIT_AS in the child, `memory_limit_mb` on top of the bare interpreter
+- memory: RLIMIT_AS in the child, `memory_limit_mb` on top of what it maps when it starts
   -> SandboxFailure("memory_limit", "document needs more than 512 MB to parse");
 - crash (signal, os._exit, garbage on stdout) -> SandboxFailure("parser_crashed", ...).
-The child also gets no core dumps, no file writes, and a scrubbed environment (no API keys or
-database URLs). It runs at the caller's niceness: lower it in the worker, not here.
+The child also gets no core dumps, no file writes, no fds but its stdin/stdout/stderr, and a
+scrubbed environment (no API keys or database URLs). Results come back as JSON, never pickle.
+It runs at the caller's niceness: lower it in the worker, not here.
 
-Why a fresh interpreter per document and not a pool or multiprocessing's forkserver: it is
-the simplest thing that replaces a killed child for free and gives every document its own
-limits and a clean heap. The price is start-up (interpreter + the one parser's imports): child
-CPU time per call on the 2-core dev box, under load, was 100-165 ms for text/HTML, 180-190 ms
-for Markdown, 170-230 ms for DOCX, 220-315 ms for PDF (pypdf imports `cryptography`), against
-1-20 ms for the parse itself (RUSAGE_CHILDREN around `extract_document_sync` vs. in-process
-`extract`, median of 15-20 calls on the ../shared samples).
-forkserver would be cheaper, but in Python 3.11 its children re-run the parent's `__main__`
-script (e.g. the `parley` console script, which imports every package). If the overhead shows
-in benchmarks, the next step is a preloaded fork server of our own.
+Where the child comes from. Starting a fresh interpreter and importing the parsers costs
+100-315 ms of CPU per document against 1-20 ms for the parse itself (pypdf alone pulls in
+`cryptography`). So each worker process keeps a fork server (`_zygote.py`, one per set of
+`plugins`): a helper started from a clean interpreter (subprocess, scrubbed environment, no
+inherited fds, its own process group) that has imported every parser and warmed them up once.
+For each document it forks a grandchild that applies the limits, parses, writes its JSON answer
+to a pipe the caller passed and exits: a fresh copy of the preloaded address space per
+document (no process is ever reused, so one tenant's document cannot see another's), at the
+price of a fork (fork + copy-on-write + exit of a ~50 MB image: ~10-25 ms of CPU per
+document on the 2-core dev box, measured around `extract_document`). The zygote tells us the grandchild's pid and, after reaping it, its exit
+status; we ask the zygote to kill it (it is the only one that reaps, so a recycled pid is
+never signalled). If the zygote dies it is replaced on the next call (a call that was in
+flight reports `parser_crashed`, retryable); if it cannot be started, calls fall back to a
+new interpreter per document (`_child.main`, the pre-fork-server path) and retry the fork
+server a minute later. Grandchildren run concurrently (one per call in flight).
+The fork servers exit when this process closes them (`aclose()`, or at exit) or dies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import logging
 import os
+import selectors
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ingestion.documents import _zygote
 from ingestion.documents.errors import ExtractionError, SandboxFailure
 from ingestion.documents.model import ExtractedDocument
 
@@ -49,6 +61,8 @@ _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 # `-c` rather than `-m`: runpy alone is ~15% of a text document's start-up.
 _CHILD_MAIN = "import sys; from ingestion.documents._child import main; sys.exit(main())"
 _MEMORY_HINTS = (b"MemoryError", b"Cannot allocate memory", b"std::bad_alloc", b"out of memory")
+_ZYGOTE_RETRY_AFTER_S = 60.0  # after a failed start, new interpreters per call until then
+_KILL_GRACE_S = 5.0  # how long the zygote has to confirm a kill before we kill the zygote
 
 
 async def extract_document(
@@ -70,25 +84,18 @@ async def extract_document(
     command, stdin_data, limits = _prepare(
         source, filename, declared_mime, time_limit_s, memory_limit_mb, plugins
     )
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=_child_env(), cwd=_PACKAGE_ROOT, process_group=0,
-        )
-    except OSError as exc:
-        raise _unavailable(exc) from None
-    timed_out = False
-    try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(stdin_data), time_limit_s)
-    except TimeoutError:
-        timed_out = True
-        _kill(proc.pid)
-        stdout, stderr = b"", b""
-    finally:
-        if proc.returncode is None:
-            _kill(proc.pid)
-            await proc.wait()
-    return _outcome(proc.returncode, stdout, stderr, timed_out, limits)
+    key, nice = tuple(limits["plugins"]), _niceness()
+    for _ in range(2):  # a second try only when the zygote died before forking our child
+        server = _servers.running(key) or await asyncio.to_thread(_servers.get, key, nice)
+        if server is None:
+            break
+        try:
+            return await _forked_async(server, limits, stdin_data, nice)
+        except _zygote.Unusable as exc:
+            if not exc.lost:
+                break
+            _servers.discard(server)
+    return await _spawned_async(command, stdin_data, limits)
 
 
 def extract_document_sync(
@@ -104,6 +111,216 @@ def extract_document_sync(
     command, stdin_data, limits = _prepare(
         source, filename, declared_mime, time_limit_s, memory_limit_mb, plugins
     )
+    key, nice = tuple(limits["plugins"]), _niceness()
+    for _ in range(2):
+        server = _servers.get(key, nice)
+        if server is None:
+            break
+        try:
+            return _forked_sync(server, limits, stdin_data, nice)
+        except _zygote.Unusable as exc:
+            if not exc.lost:
+                break
+            _servers.discard(server)
+    return _spawned_sync(command, stdin_data, limits)
+
+
+async def aclose() -> None:
+    """Stop this process's fork servers (calls in flight finish first). Optional: it also
+    happens at exit, and a fork server exits by itself when this process dies."""
+    await asyncio.to_thread(_servers.close_all)
+
+
+# --- through the fork server ---------------------------------------------------------------------
+
+
+async def _forked_async(
+    server: _zygote.ForkServer, limits: dict[str, Any], stdin_data: bytes | None, nice: int
+) -> ExtractedDocument:
+    job = server.launch(_fork_request(limits, nice), stdin_data)
+    loop = asyncio.get_running_loop()
+    finished = loop.create_future()
+
+    def on_readable(fd: int) -> None:
+        job.on_readable(fd)
+        if fd not in job.open_fds:
+            loop.remove_reader(fd)
+        if job.done and not finished.done():
+            finished.set_result(None)
+
+    watched = list(job.open_fds)
+    for fd in watched:
+        loop.add_reader(fd, on_readable, fd)
+    timed_out = False
+    try:
+        try:
+            await asyncio.wait_for(asyncio.shield(finished), limits["time_limit_s"])
+        except TimeoutError:
+            timed_out = True
+            job.kill()
+            try:
+                await asyncio.wait_for(finished, _KILL_GRACE_S)
+            except TimeoutError:
+                _servers.discard(server)  # wedged: killing it kills its grandchildren too
+    except asyncio.CancelledError:
+        job.kill()
+        try:  # like the spawn path: return only once the child is gone
+            await asyncio.wait_for(finished, _KILL_GRACE_S)
+        except TimeoutError:
+            _servers.discard(server)
+        raise
+    finally:
+        for fd in watched:
+            loop.remove_reader(fd)
+        job.close()
+    return _forked_outcome(job, timed_out, limits)
+
+
+def _forked_sync(
+    server: _zygote.ForkServer, limits: dict[str, Any], stdin_data: bytes | None, nice: int
+) -> ExtractedDocument:
+    job = server.launch(_fork_request(limits, nice), stdin_data)
+    deadline = time.monotonic() + limits["time_limit_s"]
+    timed_out = False
+    try:
+        with selectors.DefaultSelector() as selector:
+            for fd in job.open_fds:
+                selector.register(fd, selectors.EVENT_READ)
+            while not job.done:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    if timed_out:
+                        _servers.discard(server)
+                        break
+                    timed_out = True
+                    job.kill()
+                    deadline = time.monotonic() + _KILL_GRACE_S
+                    continue
+                for key, _ in selector.select(remaining):
+                    job.on_readable(key.fd)
+                    if key.fd not in job.open_fds:
+                        selector.unregister(key.fd)
+    finally:
+        job.close()
+    return _forked_outcome(job, timed_out, limits)
+
+
+class _Registry:
+    """This process's fork servers, one per plugin set, started on first use."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.servers: dict[tuple[str, ...], _zygote.ForkServer] = {}
+        self.failed_at: dict[tuple[str, ...], float] = {}
+
+    def running(self, plugins: tuple[str, ...]) -> _zygote.ForkServer | None:
+        """The ready server for `plugins`, if there is one (never blocks)."""
+        server = self.servers.get(plugins)
+        return server if server is not None and server.usable() else None
+
+    def get(self, plugins: tuple[str, ...], nice: int) -> _zygote.ForkServer | None:
+        """The server for `plugins`, started (blocking) if needed; None: use new interpreters."""
+        with self.lock:
+            server = self.servers.get(plugins)
+            if server is not None:
+                if server.usable():
+                    return server
+                del self.servers[plugins]
+                server.abandon()  # dead: this only reaps it
+            failed = self.failed_at.get(plugins)
+            if failed is not None and time.monotonic() - failed < _ZYGOTE_RETRY_AFTER_S:
+                return None
+            try:
+                server = _zygote.ForkServer(plugins, nice, _child_env(), _PACKAGE_ROOT)
+            except (OSError, _zygote.Unusable) as exc:
+                self.failed_at[plugins] = time.monotonic()
+                _log.warning("document sandbox: %s; starting an interpreter per document", exc)
+                return None
+            self.failed_at.pop(plugins, None)
+            self.servers[plugins] = server
+            return server
+
+    def discard(self, server: _zygote.ForkServer) -> None:
+        with self.lock:
+            if self.servers.get(server.plugins) is server:
+                del self.servers[server.plugins]
+        server.abandon()
+
+    def close_all(self, timeout: float = _KILL_GRACE_S) -> None:
+        with self.lock:
+            servers = list(self.servers.values())
+            self.servers.clear()
+        for server in servers:
+            server.close()
+        deadline = time.monotonic() + timeout
+        for server in servers:
+            server.wait(max(0.0, deadline - time.monotonic()))
+
+    def forget_after_fork(self) -> None:
+        """In a forked copy of this process: drop our copies, never touch the parent's zygotes."""
+        for server in self.servers.values():
+            server.control.close()
+        self.servers.clear()
+        self.lock = threading.Lock()
+
+
+_servers = _Registry()
+atexit.register(_servers.close_all)
+os.register_at_fork(after_in_child=_servers.forget_after_fork)
+
+
+def _fork_request(limits: dict[str, Any], nice: int) -> dict[str, Any]:
+    request = {k: v for k, v in limits.items() if k != "plugins"}  # the zygote loaded them
+    request["nice"] = nice
+    return request
+
+
+def _forked_outcome(job: _zygote.Job, timed_out: bool, limits: dict[str, Any]) -> ExtractedDocument:
+    if job.pid is None:
+        if timed_out:  # the zygote never answered: it was wedged (and has been killed)
+            raise _failure(_stuck(), None, "")
+        raise _zygote.Unusable(job.error or "the fork server exited", lost=job.error is None)
+    if job.status is None and not timed_out:
+        why = "the document parser was lost (its fork server exited)"
+        tail = job.stderr[-2000:].decode("utf-8", "replace")
+        raise _failure(SandboxFailure("parser_crashed", why, retryable=True), None, tail)
+    return _outcome(job.status, bytes(job.stdout), bytes(job.stderr), timed_out, limits)
+
+
+def _niceness() -> int:
+    return os.getpriority(os.PRIO_PROCESS, 0)  # per thread on Linux: the calling thread's
+
+
+# --- a new interpreter per call (no fork server) ---------------------------------------------------
+
+
+async def _spawned_async(
+    command: list[str], stdin_data: bytes | None, limits: dict[str, Any]
+) -> ExtractedDocument:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=_child_env(), cwd=_PACKAGE_ROOT, process_group=0,
+        )
+    except OSError as exc:
+        raise _unavailable(exc) from None
+    timed_out = False
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(stdin_data), limits["time_limit_s"])
+    except TimeoutError:
+        timed_out = True
+        _kill(proc.pid)
+        stdout, stderr = b"", b""
+    finally:
+        if proc.returncode is None:
+            _kill(proc.pid)
+            await proc.wait()
+    return _outcome(proc.returncode, stdout, stderr, timed_out, limits)
+
+
+def _spawned_sync(
+    command: list[str], stdin_data: bytes | None, limits: dict[str, Any]
+) -> ExtractedDocument:
     try:
         proc = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -113,7 +330,7 @@ def extract_document_sync(
         raise _unavailable(exc) from None
     timed_out = False
     try:
-        stdout, stderr = proc.communicate(stdin_data, timeout=time_limit_s)
+        stdout, stderr = proc.communicate(stdin_data, timeout=limits["time_limit_s"])
     except subprocess.TimeoutExpired:
         timed_out = True
         _kill(proc.pid)
@@ -233,6 +450,12 @@ def _outcome(
         raise _failure(_too_big(limits), returncode, tail)
     why = f"the document parser exited unexpectedly (exit status {returncode})"
     raise _failure(SandboxFailure("parser_crashed", why, retryable=True), returncode, tail)
+
+
+def _stuck() -> SandboxFailure:
+    return SandboxFailure(
+        "sandbox_unavailable", "the document parser could not be started (no answer)", retryable=True
+    )
 
 
 def _too_slow(limits: dict[str, Any]) -> str:

@@ -91,7 +91,8 @@ async def test_child_does_not_inherit_the_workers_secrets(monkeypatch: pytest.Mo
 
 
 def _sandbox_children() -> list[int]:
-    children = []
+    """Our parser processes: children running `_child`, or grandchildren under a fork server."""
+    processes = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -100,9 +101,15 @@ def _sandbox_children() -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if f"\nPPid:\t{os.getpid()}\n" in status and b"ingestion.documents._child import main" in cmdline:
-            children.append(int(entry.name))
-    return children
+        ppid = int(status.split("\nPPid:\t", 1)[1].split("\n", 1)[0])
+        processes.append((int(entry.name), ppid, cmdline))
+    me = os.getpid()
+    zygotes = {pid for pid, ppid, cmd in processes if ppid == me and b"documents._zygote import" in cmd}
+    return [
+        pid
+        for pid, ppid, cmd in processes
+        if (ppid == me and b"ingestion.documents._child import main" in cmd) or ppid in zygotes
+    ]
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
