@@ -96,6 +96,56 @@ class Settings(BaseSettings):
     retrieval_url: str | None = Field(default=None, description="Where the gateway finds the retrieval service.")
     worker_nice: int = Field(default=19, ge=0, le=19, description="OS niceness of ingestion workers (19 = lowest priority).")
 
+    # --- retrieval (answer path) ------------------------------------------------------
+    retrieval_top_k: int = Field(default=40, ge=1, description="Candidates taken from each search leg before fusion.")
+    retrieval_fusion_method: Literal["rrf", "convex"] = Field(
+        default="rrf", description="How vector and keyword results are fused: reciprocal rank (rrf) or score blend (convex)."
+    )
+    retrieval_fusion_k: int = Field(default=60, ge=0, description="RRF constant k.")
+    retrieval_fusion_vector_weight: float = Field(default=1.0, ge=0, description="Weight of the vector leg (0 turns it off).")
+    retrieval_fusion_keyword_weight: float = Field(default=1.0, ge=0, description="Weight of the keyword (BM25) leg (0 turns it off).")
+    retrieval_max_chunks_per_document: int = Field(
+        default=2, ge=1, description="Most chunks one document may contribute to an answer (unless it is the only source)."
+    )
+    retrieval_context_token_budget: int = Field(default=1200, ge=64, description="Token budget of the context given to the answerer.")
+    retrieval_answer_cache_size: int = Field(default=10_000, ge=0, description="Answers kept in the answer cache (0 disables it).")
+    retrieval_answer_cache_ttl: float = Field(default=300.0, ge=0, description="Seconds a cached answer lives (the index version invalidates it sooner).")
+    retrieval_answerer: Literal["auto", "openai", "extractive"] = Field(
+        default="auto", description="auto: the chat model when OpenAI is configured, else the offline extractive answerer."
+    )
+
+    # --- Slack -------------------------------------------------------------------------
+    slack_signing_secret: SecretStr | None = Field(default=None, description="Slack app signing secret; enables /slack/events.")
+    slack_client_id: str | None = Field(default=None, description="Slack app client id (multi-workspace OAuth install).")
+    slack_client_secret: SecretStr | None = Field(default=None, description="Slack app client secret (OAuth install).")
+    slack_api_url: str = Field(default="https://slack.com/api/", description="Slack Web API base URL.")
+
+    # --- Instagram (Meta) --------------------------------------------------------------
+    instagram_app_secrets: str = Field(
+        default="", description="Comma-separated app secrets that may sign Instagram webhooks; enables /instagram/webhook."
+    )
+    instagram_verify_token: str | None = Field(default=None, description="Token Meta echoes when verifying the webhook (hub.verify_token).")
+    graph_api_url: str = Field(default="https://graph.instagram.com", description="Instagram Graph API base URL.")
+    gateway_answer_concurrency: int = Field(default=4, ge=1, description="Answers in flight at once per tenant in the gateway.")
+    gateway_recovery_minutes: float = Field(
+        default=30.0, ge=0, description="After a restart, unanswered messages younger than this are answered (once)."
+    )
+
+    # --- Shopify -----------------------------------------------------------------------
+    shopify_client_id: str | None = Field(default=None, description="Shopify app client id (API key) for OAuth installs.")
+    shopify_client_secret: SecretStr | None = Field(
+        default=None, description="Shopify app client secret: OAuth HMAC, token exchange, webhook HMAC."
+    )
+    shopify_scopes: str = Field(default="read_products", description="Comma-separated Shopify access scopes to request.")
+    shopify_api_version: str = Field(default="2026-10", description="Shopify Admin API version.")
+    shopify_base_url: str = Field(
+        default="https://{shop}", description="Where a shop's Admin API lives; {shop} is the myshopify domain."
+    )
+    shopify_bulk_threshold: int = Field(
+        default=1000, ge=1, description="Stores with at least this many products sync through a bulk operation."
+    )
+    shopify_batch_size: int = Field(default=25, ge=1, description="Products per catalog message.")
+
     # --- logging -----------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Log level.")
     log_json: bool = Field(default=True, description="One JSON object per log line.")

@@ -1,0 +1,298 @@
+"""The answer path: question in, cited answer out, with per-stage timings.
+
+    tenant row (<= 1 s old) -> follow-up rewrite -> answer cache
+      miss: [embed -> vector search] || [keyword search] -> fusion -> product re-rank
+            -> relevance -> de-duplication -> context (token budget) -> answer -> citations
+
+Choices, and why:
+
+* **Cache key** = (tenant, normalised standalone question, tenant's index version, citations
+  asked for, persona). Any indexing or deletion bumps the version, so the next question misses;
+  nothing has to be invalidated by message. Not-found answers are cached too: the same version
+  cannot find more. Concurrent identical misses are computed once (`SingleFlight`).
+* **Reading your index's writes.** The embedded index's reader follows the store about once a
+  second; a new index version could therefore be noticed before the new chunks are searchable,
+  and a stale answer cached under the *new* version. So when the service first sees a tenant at
+  a new version it asks the index to catch up (``refresh(tenant_id)``, one query) before
+  answering. Backends without ``refresh`` (Weaviate: writes are visible at once) skip it.
+* **Concurrency.** The keyword leg needs no embedding, so it runs alongside embed-then-vector
+  (two tasks). Every blocking step runs off the event loop in its component's own threads
+  (ONNX Runtime's inference thread, the index's search threads); the service only awaits.
+* **Degrading instead of failing.** If one leg fails (the embedding API is down, say) the other
+  still answers and the failure is logged; only both failing is an error (``Unavailable``).
+* **Lazy relevance.** Content-word overlap is computed only for the candidates the selection
+  actually examines (at most ``max(20, 4 x limit)``), not for all ~80 fused hits.
+* **Honesty.** With nothing relevant, no answerer is called: the reply says the tenant's
+  documents do not cover it (``found=False``) and cites nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from parley.errors import Unavailable
+from parley.logging import bound
+from parley.vectors import Hit, VectorIndex
+from retrieval.answer import Answer, Answerer, TenantProfile, not_found_text
+from retrieval.cache import SingleFlight, TTLCache
+from retrieval.config import FusionConfig, RetrievalConfig
+from retrieval.context import Candidate, Passage, build_context, relevant, relevant_by_cosine, select
+from retrieval.fusion import Fused, fuse
+from retrieval.products import Constraints, parse_constraints, product_factor, product_facts
+from retrieval.repository import TenantProfiles, document_names
+from retrieval.rewrite import Rewriter, RuleRewriter
+from retrieval.schemas import TIMING_STAGES, Citation, QueryRequest, QueryResponse
+from retrieval.text import matcher_for, normalise_question, normalise_space, split_sentences, terms
+
+log = logging.getLogger("parley.retrieval")
+
+SNIPPET_CHARS = 280
+
+
+@dataclass
+class SearchResult:
+    """What `RetrievalService.search` returns: ranked, de-duplicated candidates and stage timings (ms)."""
+
+    candidates: list[Candidate]
+    timings: dict[str, float]
+
+
+class RetrievalService:
+    def __init__(
+        self,
+        *,
+        embedder: Any,
+        index: VectorIndex,
+        sessions: async_sessionmaker[AsyncSession],
+        answerer: Answerer,
+        config: RetrievalConfig,
+        rewriter: Rewriter | None = None,
+    ) -> None:
+        self.embedder = embedder
+        self.index = index
+        self.sessions = sessions
+        self.answerer = answerer
+        self.config = config
+        self.rewriter = rewriter or RuleRewriter()
+        self.profiles = TenantProfiles(sessions, ttl=config.tenant_ttl)
+        self.cache: TTLCache[tuple[Any, ...], QueryResponse] = TTLCache(config.answer_cache_size, config.answer_cache_ttl)
+        self._flight: SingleFlight[tuple[Any, ...], QueryResponse] = SingleFlight()
+        self._versions: dict[str, int] = {}
+
+    # --- the answer path ----------------------------------------------------------------------
+
+    async def query(self, req: QueryRequest) -> QueryResponse:
+        start = time.perf_counter()
+        timings = dict.fromkeys(TIMING_STAGES, 0.0)
+        with bound(tenant_id=req.tenant_id, conversation_id=req.conversation_id or None):
+            tenant = await self.profiles.get(req.tenant_id)
+            t = time.perf_counter()
+            question, rewritten = await self.rewriter.rewrite(req.message, req.turns)
+            question = normalise_space(question) or normalise_space(req.message)
+            timings["rewrite"] = _ms(t)
+
+            t = time.perf_counter()
+            limit = req.max_citations or self.config.default_max_citations
+            key = (tenant.id, normalise_question(question), tenant.index_version, limit, _digest(tenant))
+            cached = self.cache.get(key)
+            timings["cache"] = _ms(t)
+            if cached is not None:
+                timings["total"] = _ms(start)
+                response = cached.model_copy(update={"cached": True, "timings": timings, "standalone_question": question})
+            else:
+                computed, shared = await self._flight.run(key, lambda: self._answer(tenant, question, limit, timings, start))
+                self.cache.set(key, computed)
+                response = computed.model_copy(update={"cached": shared, "standalone_question": question})
+                if shared:  # another request did the work: report this one's wait, not its stages
+                    response.timings = {**dict.fromkeys(TIMING_STAGES, 0.0), "rewrite": timings["rewrite"], "total": _ms(start)}
+            log.info(
+                "query answered",
+                extra={
+                    "cached": response.cached, "found": response.found, "answered_by": response.answered_by,
+                    "rewritten": rewritten, "total_ms": round(response.timings["total"], 2),
+                },
+            )
+            return response
+
+    async def _answer(self, tenant: TenantProfile, question: str, limit: int, timings: dict[str, float], start: float) -> QueryResponse:
+        await self._catch_up(tenant)
+        q_terms = terms(question)
+        constraints = parse_constraints(question)
+        fused = await self._search_legs(tenant.id, question, timings, self.config.fusion)
+        t = time.perf_counter()
+        ranked = rank(fused, constraints)
+        chosen = pick(ranked, q_terms, self.config, limit, relevant_only=True)
+        passages = build_context(chosen, self.config.context_token_budget)
+        timings["fusion"] += _ms(t)
+        if not passages:
+            timings["total"] = _ms(start)
+            return QueryResponse(
+                answer=not_found_text(tenant), citations=[], standalone_question=question, timings=timings,
+                found=False, answered_by="none",
+            )
+        t = time.perf_counter()
+        answer = await self.answerer.answer(question=question, passages=passages, tenant=tenant)
+        citations = await self._citations(tenant.id, answer, passages, q_terms)
+        timings["generate"] = _ms(t)
+        timings["total"] = _ms(start)
+        return QueryResponse(
+            answer=answer.text, citations=citations, standalone_question=question, timings=timings,
+            found=True, answered_by=answer.answered_by,
+        )
+
+    async def search(
+        self, tenant_id: str, question: str, *, limit: int | None = None, fusion: FusionConfig | None = None
+    ) -> SearchResult:
+        """The retrieval half alone (benchmarks, diagnostics): ranked, de-duplicated candidates,
+        relevant or not, with the legs' timings. Bypasses the answer cache."""
+        timings = dict.fromkeys(TIMING_STAGES, 0.0)
+        start = time.perf_counter()
+        fused = await self._search_legs(tenant_id, question, timings, fusion or self.config.fusion)
+        t = time.perf_counter()
+        ranked = rank(fused, parse_constraints(question))
+        chosen = pick(ranked, terms(question), self.config, limit or self.config.top_k, relevant_only=False)
+        timings["fusion"] += _ms(t)
+        timings["total"] = _ms(start)
+        return SearchResult(chosen, timings)
+
+    # --- pieces -------------------------------------------------------------------------------
+
+    async def _catch_up(self, tenant: TenantProfile) -> None:
+        """On a tenant's first query at a new index version, let the reader apply what that version committed."""
+        if self._versions.get(tenant.id) == tenant.index_version:
+            return
+        refresh = getattr(self.index, "refresh", None)
+        if refresh is not None:
+            try:
+                await refresh(tenant.id)
+            except Exception:  # noqa: BLE001 - answer from what the reader has; its own loop retries
+                log.exception("vector index refresh before answering failed")
+        self._versions[tenant.id] = tenant.index_version
+
+    async def _search_legs(self, tenant_id: str, question: str, timings: dict[str, float], fusion: FusionConfig) -> list[Fused]:
+        top_k = self.config.top_k
+
+        async def vector_leg() -> list[Hit]:
+            t = time.perf_counter()
+            vector = await self.embedder.embed_query(normalise_question(question))
+            timings["embed"] = _ms(t)
+            t = time.perf_counter()
+            hits = await self.index.vector_search(tenant_id, vector, top_k)
+            timings["vector"] = _ms(t)
+            return hits
+
+        async def keyword_leg() -> list[Hit]:
+            t = time.perf_counter()
+            hits = await self.index.keyword_search(tenant_id, question, top_k)
+            timings["keyword"] = _ms(t)
+            return hits
+
+        legs = []
+        if fusion.vector_weight > 0:
+            legs.append(("vector", vector_leg()))
+        if fusion.keyword_weight > 0:
+            legs.append(("keyword", keyword_leg()))
+        results = await asyncio.gather(*(coro for _, coro in legs), return_exceptions=True)
+        found: dict[str, list[Hit]] = {"vector": [], "keyword": []}
+        failures = []
+        for (name, _), result in zip(legs, results):
+            if isinstance(result, BaseException):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                failures.append((name, result))
+                log.error("%s search failed; answering from the other leg", name, exc_info=result)
+            else:
+                found[name] = result
+        if failures and len(failures) == len(legs):
+            raise Unavailable(f"search failed: {', '.join(f'{n}: {e}' for n, e in failures)}") from failures[0][1]
+        t = time.perf_counter()
+        fused = fuse(found["vector"], found["keyword"], fusion)
+        timings["fusion"] = _ms(t)
+        return fused
+
+    async def _citations(self, tenant_id: str, answer: Answer, passages: Sequence[Passage], q_terms: list[str]) -> list[Citation]:
+        by_n = {p.n: p for p in passages}
+        used = [by_n[n] for n in answer.cited if n in by_n]
+        untitled = [p.hit.document_id for p in used if not p.hit.title and p.hit.kind == "document"]
+        names = await document_names(self.sessions, tenant_id, untitled) if untitled else {}
+        out = []
+        for p in used:
+            h = p.hit
+            facts = p.candidate.facts
+            out.append(
+                Citation(
+                    n=p.n, kind="product" if h.kind == "product" else "document",
+                    title=h.title or names.get(h.document_id, h.document_id), document_id=h.document_id,
+                    chunk_id=h.id, heading_path=list(h.heading_path), snippet=snippet(p.text, q_terms, h.title),
+                    price=facts.price if facts else None, currency=facts.currency if facts else None,
+                    availability=facts.availability if facts else None,  # type: ignore[arg-type]
+                    url=(facts.url if facts else None) or (h.metadata.get("url") if isinstance(h.metadata.get("url"), str) else None),
+                )
+            )
+        return out
+
+    async def aclose(self) -> None:
+        self.cache.clear()
+
+
+# --- pure steps (also used by the benchmarks) ------------------------------------------------------
+
+
+def rank(fused: Sequence[Fused], constraints: Constraints) -> list[Candidate]:
+    """Product re-ranking under the question's constraints; relevance is decided later, lazily."""
+    out = []
+    for f in fused:
+        facts = product_facts(f.hit.metadata) if f.hit.kind == "product" else None
+        score = f.score * (product_factor(constraints, facts, f"{f.hit.title} {f.hit.text}") if facts else 1.0)
+        out.append(Candidate(f, score, 0.0, False, facts))
+    out.sort(key=lambda c: -c.score)  # stable: ties keep the fusion order
+    return out
+
+
+def pick(ranked: Sequence[Candidate], q_terms: list[str], config: RetrievalConfig, limit: int, *, relevant_only: bool) -> list[Candidate]:
+    """Relevance (for the candidates examined) and de-duplication, up to ``limit``."""
+    budget = len(ranked) if not relevant_only else max(20, 4 * limit)
+    matcher = matcher_for(tuple(q_terms))
+
+    def assessed() -> Iterator[Candidate]:  # lazily: selection stops at ``limit``
+        for c in ranked[:budget]:
+            h = c.hit
+            if relevant_by_cosine(c.fused.cosine, config):
+                yield Candidate(c.fused, c.score, None, True, c.facts)
+                continue
+            cov = matcher.coverage(f"{h.title} {' '.join(h.heading_path)} {h.text}")
+            ok = relevant(c.fused.cosine, cov, config)
+            if ok or not relevant_only:
+                yield Candidate(c.fused, c.score, cov, ok, c.facts)
+
+    return select(
+        assessed(), limit, max_per_document=config.max_chunks_per_document, jaccard_threshold=config.near_duplicate_jaccard
+    )
+
+
+def snippet(text: str, q_terms: list[str], title: str = "") -> str:
+    """The passage's sentence sharing most content words with the question, cut to SNIPPET_CHARS
+    (a sentence that only repeats the title, as product texts start, is not a snippet)."""
+    sentences = split_sentences(text) or [text]
+    if len(sentences) > 1 and sentences[0].rstrip(" .").lower() == title.lower():
+        sentences = sentences[1:]
+    matcher = matcher_for(tuple(q_terms))
+    best = max(range(len(sentences)), key=lambda i: (len(matcher.matched(sentences[i])), -i))
+    s = sentences[best]
+    return s if len(s) <= SNIPPET_CHARS else s[: SNIPPET_CHARS - 1].rsplit(" ", 1)[0] + "…"
+
+
+def _digest(tenant: TenantProfile) -> str:
+    return hashlib.sha1(f"{tenant.display_name}\x00{tenant.persona}".encode()).hexdigest()[:12]
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000.0
