@@ -342,6 +342,229 @@ def worker_documents(ctx: Ctx) -> None:
     run_async(run_document_worker)(ctx.settings)
 
 
+@worker.command("catalog")
+@click.pass_obj
+def worker_catalog(ctx: Ctx) -> None:
+    """Consume the catalog queue: Shopify syncs and product webhooks, embedded and indexed."""
+    from ingestion.catalog.consumer import run_catalog_worker
+    from parley.logging import configure_logging
+
+    configure_logging(process_name="catalog-worker", level=ctx.settings.log_level, json_lines=ctx.settings.log_json)
+    run_async(run_catalog_worker)(ctx.settings)
+
+
+# --- answering processes --------------------------------------------------------------------
+
+
+@main.command()
+@click.pass_obj
+def retrieval(ctx: Ctx) -> None:
+    """Run the retrieval service (POST /v1/query, /healthz, /readyz, /metrics) on
+    PARLEY_RETRIEVAL_HOST:PARLEY_RETRIEVAL_PORT until Ctrl-C or SIGTERM."""
+    from retrieval.app import serve
+
+    run_async(serve)(ctx.settings)
+
+
+@main.command()
+@click.pass_obj
+def gateway(ctx: Ctx) -> None:
+    """Run the chat gateway (Slack, Instagram, Shopify, web chat at /, /healthz, /readyz, /metrics)
+    on PARLEY_GATEWAY_HOST:PARLEY_GATEWAY_PORT until Ctrl-C or SIGTERM.
+
+    Slack is mounted when PARLEY_SLACK_SIGNING_SECRET is set, Instagram when
+    PARLEY_INSTAGRAM_APP_SECRETS is set; the web chat and Shopify routes are always there.
+    """
+    run_async(_serve_gateway)(ctx.settings)
+
+
+async def _serve_gateway(settings: Settings) -> None:
+    from bot.app import GatewayDeps, serve
+    from bot.channels.shopify import setup_shopify
+    from parley.crypto import load_secret_box
+
+    engine, sessions = await _database(settings, "gateway")
+    try:
+        await _ensure_migrated(engine)
+        box = load_secret_box(settings)
+        deps = GatewayDeps(
+            sessions=sessions, box=box,
+            route_installers=[lambda app: setup_shopify(app, settings=settings, sessions=sessions, box=box)],
+        )
+        await serve(settings, deps=deps)
+    finally:
+        await engine.dispose()
+
+
+@main.command()
+@click.argument("question")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.option("--local", is_flag=True, help="Answer in this process instead of asking the running retrieval service.")
+@click.pass_obj
+@run_async
+async def ask(ctx: Ctx, question: str, tenant_name: str, local: bool) -> None:
+    """Ask a tenant's agent a question and print the answer, its citations and stage timings.
+
+    Asks the retrieval service at PARLEY_RETRIEVAL_URL; when it is not running (or with --local)
+    the same service runs inside this command for one query.
+    """
+    from retrieval.schemas import QueryRequest
+
+    engine, sessions = await _database(ctx.settings, "cli")
+    try:
+        await _ensure_migrated(engine)
+        tenant_id, name = await _tenant_id(sessions, tenant_name)
+    finally:
+        await engine.dispose()
+    request = QueryRequest(tenant_id=tenant_id, conversation_id="cli", message=question)
+    response = None
+    if not local:
+        from retrieval.client import HttpRetrievalClient
+
+        client = HttpRetrievalClient(ctx.settings.effective_retrieval_url, timeout=60.0)
+        try:
+            response = await client.query(request)
+        except ParleyError as exc:
+            import aiohttp
+
+            if not isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+                raise  # it answered, with an error: that is the answer
+            err.print(f"retrieval service not reachable at {ctx.settings.effective_retrieval_url}; answering in-process",
+                      highlight=False)
+        finally:
+            await client.aclose()
+    if response is None:
+        response = await _ask_in_process(ctx.settings, request)
+    if ctx.as_json:
+        click.echo(response.model_dump_json(indent=2))
+        return
+    out.print(response.answer, highlight=False)
+    for c in response.citations:
+        extra = f" {c.price} {c.currency or ''} {c.availability or ''} {c.url or ''}" if c.kind == "product" else ""
+        where = " > ".join(c.heading_path)
+        out.print(f"  [{c.n}] {c.title}{' > ' + where if where else ''}{extra}", highlight=False)
+    timings = ", ".join(f"{k} {v:.1f}" for k, v in response.timings.items())
+    out.print(f"[dim]tenant {name} | {'cache hit' if response.cached else 'cache miss'} | "
+              f"{response.answered_by} | ms: {timings}[/dim]", highlight=False)
+
+
+async def _ask_in_process(settings: Settings, request: Any) -> Any:
+    from aiohttp import web
+
+    from retrieval.app import create_app
+    from retrieval.client import InProcessRetrievalClient
+    from retrieval.routes import SERVICE
+
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()  # opens the service's resources (cleanup_ctx) without listening
+    try:
+        return await InProcessRetrievalClient(app[SERVICE]).query(request)
+    finally:
+        await runner.cleanup()
+
+
+# --- Shopify --------------------------------------------------------------------------------
+
+
+@main.group()
+def shopify() -> None:
+    """Connect Shopify stores to tenants and sync their catalogs."""
+
+
+@shopify.command("connect")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.option("--shop", required=True, help="The store, e.g. my-shop or my-shop.myshopify.com.")
+@click.option("--token", envvar="PARLEY_SHOPIFY_ADMIN_TOKEN", required=True,
+              help="The custom app's Admin API access token (or PARLEY_SHOPIFY_ADMIN_TOKEN).")
+@click.option("--webhook-secret", envvar="PARLEY_SHOPIFY_WEBHOOK_SECRET", default=None,
+              help="The custom app's API secret key: registers product webhooks signed with it.")
+@click.pass_obj
+@run_async
+async def shopify_connect(ctx: Ctx, tenant_name: str, shop: str, token: str, webhook_secret: str | None) -> None:
+    """Connect a store with a custom app's Admin API token (checked before it is stored, encrypted),
+    then start a full catalog sync."""
+    from bot.channels.shopify import connect_custom_app
+    from integrations.shopify.config import ShopifyConfig
+    from parley.bus import OutboxRelay
+    from parley.crypto import load_secret_box
+    from parley.runtime import rabbit_broker
+
+    engine, sessions = await _database(ctx.settings, "cli")
+    try:
+        await _ensure_migrated(engine)
+        done = await connect_custom_app(sessions, load_secret_box(ctx.settings), tenant=tenant_name, shop=shop,
+                                        token=token, config=ShopifyConfig.from_settings(ctx.settings),
+                                        webhook_secret=webhook_secret)
+        broker = rabbit_broker(ctx.settings, "cli")
+        await broker.start()
+        try:
+            await OutboxRelay(sessions, broker).flush()
+        finally:
+            await broker.close()
+    finally:
+        await engine.dispose()
+    emit(ctx, [{"shop": done.shop, "name": done.shop_name, "tenant": done.tenant_id, "sync_job": done.job_id,
+                "webhooks": ", ".join(done.webhooks) or "(none: pass --webhook-secret)"}],
+         ["shop", "name", "tenant", "sync_job", "webhooks"], title="connected")
+    if not ctx.as_json:
+        out.print(f"follow the sync with: parley jobs show {done.job_id} --tenant {tenant_name}", highlight=False)
+
+
+@shopify.command("link")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.option("--shop", default=None, help="Pre-fill the store's domain.")
+@click.option("--ttl", default=7 * 24 * 3600.0, show_default=True, help="Seconds the link stays valid.")
+@click.pass_obj
+@run_async
+async def shopify_link(ctx: Ctx, tenant_name: str, shop: str | None, ttl: float) -> None:
+    """Print a signed install link to send a store owner (OAuth install of the public app)."""
+    from bot.channels.shopify import install_link
+
+    engine, sessions = await _database(ctx.settings, "cli")
+    try:
+        await _ensure_migrated(engine)
+        tenant_id, _ = await _tenant_id(sessions, tenant_name)
+    finally:
+        await engine.dispose()
+    link = install_link(ctx.settings, tenant_id=tenant_id, ttl=ttl, shop=shop)
+    if ctx.as_json:
+        click.echo(json.dumps({"tenant": tenant_id, "link": link}))
+    else:
+        click.echo(link)
+
+
+@shopify.command("sync")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.option("--shop", required=True, help="The connected store.")
+@click.pass_obj
+@run_async
+async def shopify_sync(ctx: Ctx, tenant_name: str, shop: str) -> None:
+    """Queue a full catalog sync of a connected store (products removed in Shopify are removed here)."""
+    from integrations.shopify.hmac import normalize_shop
+    from integrations.shopify.messages import request_sync
+    from parley.bus import OutboxRelay
+    from parley.db import unit_of_work
+    from parley.runtime import rabbit_broker
+
+    engine, sessions = await _database(ctx.settings, "cli")
+    try:
+        await _ensure_migrated(engine)
+        tenant_id, _ = await _tenant_id(sessions, tenant_name)
+        async with unit_of_work(sessions, tenant_id=tenant_id) as session:
+            job = await request_sync(session, tenant_id=tenant_id, shop=normalize_shop(shop), reason="manual")
+            job_id = job.id
+        broker = rabbit_broker(ctx.settings, "cli")
+        await broker.start()
+        try:
+            await OutboxRelay(sessions, broker).flush()
+        finally:
+            await broker.close()
+    finally:
+        await engine.dispose()
+    emit(ctx, [{"shop": normalize_shop(shop), "sync_job": job_id}], ["shop", "sync_job"], title="sync queued")
+
+
 # --- documents, ingest, jobs ----------------------------------------------------------------
 
 

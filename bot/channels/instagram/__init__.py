@@ -1,0 +1,1 @@
+"""Instagram Messaging: webhook verification, signed events, Graph Send API replies."""

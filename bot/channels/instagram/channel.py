@@ -1,0 +1,150 @@
+"""Instagram as a `Channel`: Graph Send API replies, split under 1,000 characters.
+
+``POST {graph}/{version}/me/messages`` with ``{"recipient": {"id": IGSID}, "message": {"text": ...}}``
+and the account's token as ``Authorization: Bearer`` (never in the URL, so never in logs).
+A long answer goes out in parts cut at paragraph, then sentence, then word boundaries, each
+under 1,000 UTF-8 bytes; ``progress`` remembers the parts already sent, so a retry after a
+failure in the middle does not repeat the beginning. Replies are only allowed within 24 hours
+of the customer's message (`reply_window`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from bot.channels.routing import InstallationDirectory
+from bot.conversation.schemas import Attachment, DeliveryError, Download, Reply
+from parley.errors import InvalidInput
+from tenants.models import ChannelKind
+
+LIMIT_BYTES = 1000
+CHUNK = 1 << 16
+#: Graph error codes that mean "slow down" (application / account / page rate limits).
+RATE_LIMIT_CODES = {4, 17, 32, 613, 80006}
+
+
+def _size(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def _pieces(text: str, pattern: str) -> list[str]:
+    return [p.strip() for p in re.split(pattern, text) if p.strip()]
+
+
+def split_message(text: str, limit: int = LIMIT_BYTES) -> list[str]:
+    """Parts strictly under ``limit`` bytes, cut at the largest natural boundary that fits."""
+    text = text.strip()
+    if _size(text) < limit:
+        return [text] if text else []
+    out: list[str] = []
+    for level, pattern in enumerate((r"\n\s*\n", r"(?<=[.!?…])\s+", r"\s+")):
+        pieces = _pieces(text, pattern)
+        if len(pieces) > 1:
+            joiner = "\n\n" if level == 0 else " "
+            current = ""
+            for piece in pieces:
+                candidate = f"{current}{joiner}{piece}" if current else piece
+                if _size(candidate) < limit:
+                    current = candidate
+                    continue
+                if current:
+                    out.append(current)
+                if _size(piece) < limit:
+                    current = piece
+                else:
+                    out.extend(split_message(piece, limit))
+                    current = ""
+            if current:
+                out.append(current)
+            return out
+    # one unbroken run: cut on character boundaries
+    current = ""
+    for ch in text:
+        if _size(current + ch) >= limit:
+            out.append(current)
+            current = ""
+        current += ch
+    return out + ([current] if current else [])
+
+
+def format_reply(reply: Reply) -> str:
+    if not reply.citations:
+        return reply.text
+    sources = []
+    for c in reply.citations:
+        url = c.get("url")
+        sources.append(f"[{c.get('n')}] {c.get('title') or 'source'}" + (f" {url}" if url else ""))
+    return f"{reply.text}\n\nSources: " + "; ".join(sources)
+
+
+class InstagramChannel:
+    name = "instagram"
+    reply_window = dt.timedelta(hours=24)
+
+    def __init__(self, *, http: aiohttp.ClientSession, directory: InstallationDirectory, graph_url: str, version: str,
+                 timeout: float = 20.0, download_timeout: float = 120.0) -> None:
+        self.http = http
+        self.directory = directory
+        self.endpoint = f"{graph_url.rstrip('/')}/{version}/me/messages"
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.download_timeout = aiohttp.ClientTimeout(total=download_timeout, sock_read=30)
+
+    async def _token(self, tenant_id: str, account: str) -> str:
+        found = await self.directory.find(ChannelKind.instagram, account)
+        token = found.secrets.get("access_token") if found is not None and found.tenant_id == tenant_id else None
+        if not token:
+            raise DeliveryError(f"the Instagram account {account} is no longer connected", retryable=False,
+                                code="instagram_uninstalled")
+        return str(token)
+
+    async def send(self, *, tenant_id: str, route: dict[str, Any], reply: Reply, progress: dict[str, Any]) -> None:
+        token = await self._token(tenant_id, str(route.get("account")))
+        parts = split_message(format_reply(reply))
+        for i, part in enumerate(parts):
+            if i < progress.get("sent", 0):
+                continue
+            await self._post(token, str(route.get("recipient")), part)
+            progress["sent"] = i + 1
+
+    async def _post(self, token: str, recipient: str, text: str) -> None:
+        body = {"recipient": {"id": recipient}, "message": {"text": text}}
+        try:
+            async with self.http.post(self.endpoint, json=body, headers={"Authorization": f"Bearer {token}"},
+                                      timeout=self.timeout) as resp:
+                if resp.status == 200:
+                    return
+                data: Any = await resp.json(content_type=None) if resp.content_length != 0 else {}
+                retry_after = resp.headers.get("Retry-After")
+                status = resp.status
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            raise DeliveryError(f"Instagram send failed: {type(exc).__name__}", retryable=True, code="instagram_unreachable") from exc
+        error = (data or {}).get("error") or {} if isinstance(data, dict) else {}
+        code = error.get("code")
+        message = error.get("message") or f"HTTP {status}"
+        if status == 429 or status >= 500 or code in RATE_LIMIT_CODES or error.get("is_transient"):
+            raise DeliveryError(f"Instagram answered {status}: {message}", retryable=True,
+                                retry_after=float(retry_after) if retry_after else None, code="instagram_unavailable")
+        raise DeliveryError(f"Instagram refused the message: {message}", retryable=False, code=f"instagram_{code or status}")
+
+    @contextlib.asynccontextmanager
+    async def download(self, *, tenant_id: str, route: dict[str, Any], attachment: Attachment) -> AsyncIterator[Download]:
+        url = str(attachment.ref.get("url") or "")
+        if not url.startswith(("https://", "http://")):
+            raise InvalidInput("the attachment has no download link")
+        try:  # Meta's CDN links are signed and short-lived: no token is sent with them
+            async with self.http.get(url, timeout=self.download_timeout) as resp:
+                if resp.status == 429 or resp.status >= 500:
+                    raise DeliveryError(f"attachment download: {resp.status}", retryable=True)
+                if resp.status != 200:
+                    raise InvalidInput(f"the attachment link no longer works ({resp.status}); please send it again")
+                yield Download(content_type=resp.headers.get("Content-Type"), length=resp.content_length,
+                               chunks=resp.content.iter_chunked(CHUNK), mime_type=resp.headers.get("Content-Type"))
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise DeliveryError(f"attachment download failed: {type(exc).__name__}", retryable=True) from exc

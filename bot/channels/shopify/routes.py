@@ -1,0 +1,226 @@
+"""Gateway routes for Shopify: ``/shopify/install``, ``/shopify/callback``, ``/shopify/webhooks``.
+
+``setup_shopify(app, settings=..., sessions=..., box=...)`` adds them to the gateway's app with
+their own resources (an aiohttp client session opened and closed in ``cleanup_ctx``).
+
+Merchant-facing pages (install, callback) answer in small HTML; webhooks answer JSON and must be
+fast: verification, one insert for dedupe, one outbox row, commit, 200.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.channels.shopify.service import (
+    Delivery, accept_webhook, complete_install, consume_state, custom_webhook_secret, install_link_key,
+    installation_any_status, remember_state,
+)
+from integrations.shopify import oauth
+from integrations.shopify.config import ShopifyConfig
+from integrations.shopify.errors import InvalidShop, MissingScopes, ShopifyError, ShopifyUnavailable, TokenRevoked
+from integrations.shopify.hmac import normalize_shop, verify_install_link, verify_oauth_hmac, verify_webhook_hmac
+from parley.crypto import SecretBox
+from parley.db import unit_of_work
+from parley.errors import AlreadyExists, InvalidInput, ParleyError
+from parley.settings import Settings
+from tenants.repository import TenantDirectory
+
+log = logging.getLogger(__name__)
+
+STATE_COOKIE = "parley_shopify_state"
+MAX_TIMESTAMP_SKEW = 24 * 3600
+
+
+@dataclass
+class ShopifyGateway:
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    box: SecretBox
+    config: ShopifyConfig
+    link_key: bytes = field(repr=False)
+    http: aiohttp.ClientSession | None = None
+
+
+SHOPIFY = web.AppKey("shopify_gateway", ShopifyGateway)
+
+
+def setup_shopify(app: web.Application, *, settings: Settings, sessions: async_sessionmaker[AsyncSession], box: SecretBox,
+                  config: ShopifyConfig | None = None, http: aiohttp.ClientSession | None = None) -> ShopifyGateway:
+    """Add the Shopify routes to the gateway's app. ``http``: a client session to use (tests); by
+    default one is opened with the app and closed on cleanup."""
+    gateway = ShopifyGateway(settings, sessions, box, config or ShopifyConfig.from_settings(settings),
+                             install_link_key(settings), http)
+    app[SHOPIFY] = gateway
+
+    async def client_session(_: web.Application) -> AsyncIterator[None]:
+        own = gateway.http is None
+        if own:
+            gateway.http = aiohttp.ClientSession()
+        yield
+        if own and gateway.http is not None:
+            await gateway.http.close()
+            gateway.http = None
+
+    app.cleanup_ctx.append(client_session)
+    app.router.add_get("/shopify/install", install)
+    app.router.add_get("/shopify/callback", callback)
+    app.router.add_post("/shopify/webhooks", webhooks)
+    return gateway
+
+
+def _page(title: str, text: str, *, status: int = 200, extra: str = "") -> web.Response:
+    body = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+            f"<body><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>{extra}</body></html>")
+    return web.Response(text=body, status=status, content_type="text/html")
+
+
+def _shop_form(query: Any) -> web.Response:
+    hidden = "".join(f"<input type='hidden' name='{html.escape(k)}' value='{html.escape(query[k])}'>"
+                     for k in ("tenant", "expires", "sig") if k in query)
+    form = (f"<form method='get' action='/shopify/install'>{hidden}<label>Your store address "
+            "<input name='shop' placeholder='your-store.myshopify.com' required></label> <button>Connect</button></form>")
+    return _page("Connect your Shopify store", "Enter your store's myshopify.com address.", extra=form)
+
+
+# --- /shopify/install ---------------------------------------------------------------------
+
+
+async def install(request: web.Request) -> web.StreamResponse:
+    gw = request.app[SHOPIFY]
+    query = request.query
+    if not gw.config.configured:
+        return _page("Shopify is not configured", "Set PARLEY_SHOPIFY_CLIENT_ID and PARLEY_SHOPIFY_CLIENT_SECRET.", status=503)
+    tenant_id: str | None = None
+    if "sig" in query:
+        if not verify_install_link(gw.link_key, query.get("tenant", ""), query.get("expires", ""), query.get("sig", "")):
+            return _page("Install link not valid", "This install link is invalid or has expired; ask for a new one.", status=403)
+        tenant_id = query["tenant"]
+        if not query.get("shop"):
+            return _shop_form(query)
+    elif "hmac" in query:  # opened from Shopify (admin or App Store): only a shop we already know
+        if not verify_oauth_hmac(list(query.items()), gw.config.client_secret):
+            return _page("Request not signed by Shopify", "The request's signature is invalid.", status=401)
+    else:
+        return _page("Install link required", "Open the Shopify install link from your Parley admin.", status=400)
+    try:
+        shop = normalize_shop(query.get("shop"))
+    except InvalidShop as exc:
+        return _page("Not a Shopify store", exc.message, status=400)
+    async with unit_of_work(gw.sessions) as session:
+        if tenant_id is None:
+            known = await installation_any_status(session, shop)
+            if known is None:
+                return _page("Install link required", "Open the Shopify install link from your Parley admin "
+                             "to choose which Parley workspace this store connects to.", status=400)
+            tenant_id = known.tenant_id
+        if await TenantDirectory(session).by_id(tenant_id) is None:
+            return _page("Unknown workspace", "The Parley workspace of this link no longer exists.", status=404)
+        nonce = await remember_state(session, tenant_id=tenant_id, shop=shop, ttl=gw.config.state_ttl)
+    response = web.Response(status=302, headers={"Location": oauth.authorize_url(gw.config, shop=shop, state=nonce)})
+    response.set_cookie(STATE_COOKIE, nonce, max_age=int(gw.config.state_ttl), httponly=True, samesite="Lax",
+                        path="/shopify", secure=gw.config.public_url.startswith("https://"))
+    return response
+
+
+# --- /shopify/callback --------------------------------------------------------------------
+
+
+async def callback(request: web.Request) -> web.StreamResponse:
+    gw = request.app[SHOPIFY]
+    query = request.query
+    if not verify_oauth_hmac(list(query.items()), gw.config.client_secret):
+        return _page("Request not signed by Shopify", "The callback's signature is invalid.", status=401)
+    try:
+        shop = normalize_shop(query.get("shop"))
+    except InvalidShop as exc:
+        return _page("Not a Shopify store", exc.message, status=400)
+    try:
+        if abs(time.time() - int(query.get("timestamp", "0"))) > MAX_TIMESTAMP_SKEW:
+            return _page("Request too old", "Start the installation again.", status=401)
+    except ValueError:
+        return _page("Request not signed by Shopify", "The callback has no valid timestamp.", status=401)
+    state = query.get("state", "")
+    if not state or request.cookies.get(STATE_COOKIE) != state:
+        return _page("Installation not started here", "Start the installation again from your install link.", status=403)
+    async with unit_of_work(gw.sessions) as session:
+        tenant_id = await consume_state(session, nonce=state, shop=shop, ttl=gw.config.state_ttl)
+    if tenant_id is None:
+        return _page("Installation expired", "This installation attempt expired or was already used; start again.", status=403)
+    assert gw.http is not None
+    try:
+        tokens = await oauth.exchange_code(gw.http, gw.config, shop=shop, code=query.get("code", ""))
+        connected = await complete_install(gw.sessions, gw.box, gw.http, gw.config, tenant_id=tenant_id, shop=shop, tokens=tokens)
+    except MissingScopes as exc:
+        return _page("Permissions missing", exc.message, status=403)
+    except TokenRevoked as exc:
+        return _page("Shopify refused the authorization", exc.message, status=400)
+    except ShopifyUnavailable as exc:
+        return _page("Shopify is not answering", f"{exc.message}. Please try again in a minute.", status=502)
+    except AlreadyExists as exc:
+        return _page("Store already connected", exc.message, status=409)
+    except ShopifyError as exc:
+        return _page("Shopify refused", exc.message, status=400)
+    response = _page("Store connected", f"{connected.shop_name} ({shop}) is connected to Parley. Its products are being "
+                     f"imported now (job {connected.job_id}); your assistant can answer about them in a few minutes.")
+    response.del_cookie(STATE_COOKIE, path="/shopify")
+    return response
+
+
+# --- /shopify/webhooks --------------------------------------------------------------------
+
+
+def _when(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+async def webhooks(request: web.Request) -> web.StreamResponse:
+    gw = request.app[SHOPIFY]
+    body = await request.read()
+    signature = request.headers.get("X-Shopify-Hmac-Sha256")
+    shop_header = request.headers.get("X-Shopify-Shop-Domain", "")
+    verified = verify_webhook_hmac(body, signature, gw.config.client_secret)
+    if not verified and signature and shop_header:
+        # a custom app's webhooks are signed with that app's own secret (``connect --webhook-secret``)
+        try:
+            secret = await custom_webhook_secret(gw.sessions, gw.box, normalize_shop(shop_header))
+        except InvalidShop:
+            secret = None
+        verified = bool(secret) and verify_webhook_hmac(body, signature, secret or "")
+    if not verified:
+        log.warning("shopify webhook with a bad signature refused", extra={"shop": shop_header})
+        return web.json_response({"error": "unauthorized", "detail": "invalid X-Shopify-Hmac-Sha256"}, status=401)
+    topic = request.headers.get("X-Shopify-Topic", "")
+    try:
+        shop = normalize_shop(shop_header)
+        payload = json.loads(body) if body else {}
+    except (InvalidShop, ValueError) as exc:
+        return web.json_response({"error": "invalid_input", "detail": str(exc)}, status=400)
+    delivery = Delivery(topic=topic, shop=shop, event_id=request.headers.get("X-Shopify-Event-Id"),
+                        webhook_id=request.headers.get("X-Shopify-Webhook-Id"),
+                        triggered_at=_when(request.headers.get("X-Shopify-Triggered-At")), body=payload)
+    try:
+        result = await accept_webhook(gw.sessions, delivery)
+    except InvalidInput as exc:
+        return web.json_response({"error": exc.code, "detail": exc.message}, status=400)
+    except ParleyError as exc:
+        log.warning("shopify webhook not accepted", extra={"shop": shop, "topic": topic, "error": exc.code})
+        return web.json_response({"error": exc.code, "detail": exc.message}, status=503 if exc.retryable else 400)
+    log.info("shopify webhook", extra={"shop": shop, "topic": topic, "result": result.get("status")})
+    return web.json_response(result)

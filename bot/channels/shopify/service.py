@@ -1,0 +1,272 @@
+"""Connecting a store and taking its webhooks: the logic behind the routes and the CLI.
+
+* :func:`install_link` — the signed link a tenant's admin sends the merchant (tenant id + expiry,
+  HMAC with a key derived from PARLEY_SECRET_KEY), so ``/shopify/install`` knows the tenant.
+* OAuth ``state`` nonces are stored server-side, single-use, with a short lifetime. Until a
+  dedicated table exists they are rows of the gateway's ``webhook_event`` table (source
+  ``shopify_oauth``, external id = nonce, topic = shop, status pending -> used): unique,
+  shared by every gateway replica, consumed with one conditional UPDATE.
+* :func:`complete_install` — after the callback's checks: installation (tokens sealed), webhooks
+  registered, first catalog sync requested.
+* :func:`connect_custom_app` — ``parley shopify connect --tenant T --shop S --token ...`` for a
+  merchant-created app's Admin API token (non-expiring; no OAuth).
+* :func:`accept_webhook` — dedupe on ``X-Shopify-Event-Id`` and turn a verified delivery into work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac as _hmac
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.models import WebhookEvent
+from integrations.shopify.client import ShopifyClient
+from integrations.shopify.config import ShopifyConfig
+from integrations.shopify.hmac import normalize_shop, sign_install_link
+from integrations.shopify.messages import (
+    CATALOG_PRODUCT_CHANGED, CATALOG_PRODUCT_DELETED, CATALOG_SHOP_REDACTED, ProductChanged, ProductDeleted, ShopRedacted,
+    request_sync, stage_catalog,
+)
+from integrations.shopify.oauth import TokenSet, check_scopes
+from integrations.shopify.products import gid_to_int
+from parley.crypto import SecretBox, load_secret_box
+from parley.db import bind_admin, unit_of_work, utcnow
+from parley.errors import InvalidInput
+from parley.settings import Settings
+from tenants.models import ChannelInstallation, ChannelKind
+from tenants.repository import TenantDirectory, reveal_secrets, route_installation
+from tenants.service import install_channel, revoke_channel
+
+log = logging.getLogger(__name__)
+
+#: Subscribed at install with webhookSubscriptionCreate. The compliance topics (customers/data_request,
+#: customers/redact, shop/redact) cannot be subscribed through the API: they are declared in the app's
+#: shopify.app.toml (``[webhooks] api_version = "2026-10"`` and ``[[webhooks.subscriptions]]
+#: compliance_topics = [...]``, ``uri = "<public url>/shopify/webhooks"``).
+WEBHOOK_TOPICS = ("products/create", "products/update", "products/delete", "app/uninstalled")
+STATE_SOURCE = "shopify_oauth"
+WEBHOOK_SOURCE = "shopify"
+NO_CUSTOMER_DATA = "Parley stores no Shopify customer data: nothing to report or erase."
+
+
+# --- install links ------------------------------------------------------------------------
+
+
+def install_link_key(settings: Settings) -> bytes:
+    """A key for install links derived from PARLEY_SECRET_KEY (or the generated key file)."""
+    if settings.secret_key is not None:
+        raw = settings.secret_key.get_secret_value().encode()
+    else:
+        load_secret_box(settings)  # creates <data_dir>/secret.key when missing
+        raw = (settings.data_dir / "secret.key").read_bytes().strip()
+    return _hmac.new(raw, b"parley shopify install link v1", hashlib.sha256).digest()
+
+
+def install_link(settings: Settings, *, tenant_id: str, ttl: float | None = None, shop: str | None = None,
+                 config: ShopifyConfig | None = None, now: float | None = None) -> str:
+    config = config or ShopifyConfig.from_settings(settings)
+    expires = int((now or time.time()) + (ttl or config.install_link_ttl))
+    query = {"tenant": tenant_id, "expires": str(expires), "sig": sign_install_link(install_link_key(settings), tenant_id, expires)}
+    if shop:
+        query["shop"] = normalize_shop(shop)
+    return f"{config.public_url.rstrip('/')}/shopify/install?{urlencode(query)}"
+
+
+# --- OAuth state --------------------------------------------------------------------------
+
+
+async def remember_state(session: AsyncSession, *, tenant_id: str, shop: str, ttl: float = 900.0) -> str:
+    # states older than a day are of no use to anyone: forget them as new ones are made
+    await session.execute(delete(WebhookEvent).where(
+        WebhookEvent.source == STATE_SOURCE, WebhookEvent.received_at < utcnow() - dt.timedelta(seconds=max(ttl, 86400))))
+    nonce = secrets.token_urlsafe(24)
+    session.add(WebhookEvent(source=STATE_SOURCE, external_id=nonce, topic=shop, tenant_id=tenant_id,
+                             status="pending", received_at=utcnow()))
+    await session.flush()
+    return nonce
+
+
+async def consume_state(session: AsyncSession, *, nonce: str, shop: str, ttl: float) -> str | None:
+    """The tenant the nonce was issued for, once; None when unknown, used, expired or for another shop."""
+    if not nonce:
+        return None
+    row = (await session.execute(select(WebhookEvent).where(
+        WebhookEvent.source == STATE_SOURCE, WebhookEvent.external_id == nonce))).scalar_one_or_none()
+    if row is None or row.topic != shop or row.received_at < utcnow() - dt.timedelta(seconds=ttl):
+        return None
+    used = await session.execute(update(WebhookEvent).where(WebhookEvent.id == row.id, WebhookEvent.status == "pending")
+                                 .values(status="used").execution_options(synchronize_session=False))
+    return row.tenant_id if used.rowcount == 1 else None
+
+
+# --- connecting a store -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Connected:
+    tenant_id: str
+    shop: str
+    shop_name: str
+    job_id: str
+    scopes: frozenset[str]
+    webhooks: tuple[str, ...]
+
+
+async def register_webhooks(client: ShopifyClient, config: ShopifyConfig) -> tuple[str, ...]:
+    for topic in WEBHOOK_TOPICS:
+        await client.subscribe_webhook(topic, config.webhook_uri)
+    return WEBHOOK_TOPICS
+
+
+async def complete_install(sessions: async_sessionmaker[AsyncSession], box: SecretBox, http: aiohttp.ClientSession,
+                           config: ShopifyConfig, *, tenant_id: str, shop: str, tokens: TokenSet) -> Connected:
+    """Scopes checked, shop read, webhooks registered (network first), then one transaction:
+    installation with the sealed tokens + the first sync's job and message."""
+    check_scopes(tokens.scopes, config.scopes, shop=shop)
+    client = ShopifyClient(http, config, shop=shop, access_token=tokens.access_token)
+    info = await client.shop_info()
+    webhooks = await register_webhooks(client, config)
+    details = {"scopes": sorted(tokens.scopes), "currency": info.currency, "shop_name": info.name,
+               "api_version": config.api_version, "token_kind": "expiring_offline" if tokens.expiring else "offline",
+               "webhooks": list(webhooks)}
+    async with unit_of_work(sessions) as session:
+        await install_channel(session, box=box, tenant_id=tenant_id, kind=ChannelKind.shopify, external_id=shop,
+                              display_name=info.name, details=details, secrets=tokens.to_secrets())
+        job = await request_sync(session, tenant_id=tenant_id, shop=shop, reason="install")
+    log.info("shopify store connected", extra={"tenant_id": tenant_id, "shop": shop, "job_id": job.id})
+    return Connected(tenant_id, shop, info.name, job.id, tokens.scopes, webhooks)
+
+
+async def connect_custom_app(sessions: async_sessionmaker[AsyncSession], box: SecretBox, *, tenant: str, shop: str,
+                             token: str, config: ShopifyConfig | None = None, http: aiohttp.ClientSession | None = None,
+                             webhook_secret: str | None = None, register: bool | None = None) -> Connected:
+    """Connect a store through a merchant-created (custom) app's Admin API access token.
+
+    The token is checked against the shop (``shop`` + ``currentAppInstallation.accessScopes``)
+    before anything is stored. Webhooks are registered only when ``webhook_secret`` (the custom
+    app's API secret key, which signs its webhooks) is given, or ``register=True``.
+    """
+    shop = normalize_shop(shop)
+    if not token or not token.strip():
+        raise InvalidInput("an Admin API access token is required (Shopify admin > Apps > Develop apps)")
+    config = config or ShopifyConfig.from_settings()
+    own = http is None
+    http = http or aiohttp.ClientSession()
+    try:
+        async with unit_of_work(sessions) as session:
+            tenant_id = (await TenantDirectory(session).resolve(tenant)).id
+        client = ShopifyClient(http, config, shop=shop, access_token=token.strip())
+        info = await client.shop_info()
+        check_scopes(info.scopes, ("read_products",), shop=shop)
+        webhooks: tuple[str, ...] = ()
+        if register if register is not None else bool(webhook_secret):
+            webhooks = await register_webhooks(client, config)
+    finally:
+        if own:
+            await http.close()
+    secrets_ = TokenSet(access_token=token.strip(), scopes=info.scopes).to_secrets()
+    if webhook_secret:
+        secrets_["webhook_secret"] = webhook_secret
+    details = {"scopes": sorted(info.scopes), "currency": info.currency, "shop_name": info.name,
+               "api_version": config.api_version, "token_kind": "custom_app", "webhooks": list(webhooks)}
+    async with unit_of_work(sessions) as session:
+        await install_channel(session, box=box, tenant_id=tenant_id, kind=ChannelKind.shopify, external_id=shop,
+                              display_name=info.name, details=details, secrets=secrets_)
+        job = await request_sync(session, tenant_id=tenant_id, shop=shop, reason="connect")
+    return Connected(tenant_id, shop, info.name, job.id, info.scopes, webhooks)
+
+
+async def installation_any_status(session: AsyncSession, shop: str) -> ChannelInstallation | None:
+    """The shop's installation even when revoked (shop/redact arrives 48 hours after uninstall)."""
+    bind_admin(session)
+    stmt = select(ChannelInstallation).where(ChannelInstallation.kind == ChannelKind.shopify,
+                                             ChannelInstallation.external_id == shop)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def custom_webhook_secret(sessions: async_sessionmaker[AsyncSession], box: SecretBox, shop: str) -> str | None:
+    async with unit_of_work(sessions, admin=True) as session:
+        row = await route_installation(session, ChannelKind.shopify, shop)
+        return reveal_secrets(box, row).get("webhook_secret") if row is not None else None
+
+
+# --- webhooks -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    topic: str
+    shop: str
+    event_id: str | None
+    webhook_id: str | None
+    triggered_at: dt.datetime | None
+    body: Any
+
+
+async def _first_time(session: AsyncSession, delivery: Delivery, tenant_id: str | None) -> bool:
+    key = delivery.event_id or delivery.webhook_id
+    if not key:
+        return True  # nothing to dedupe on (very old API versions): process it
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    result = await session.execute(
+        insert(WebhookEvent).values(source=WEBHOOK_SOURCE, external_id=key[:255], topic=delivery.topic[:128],
+                                    tenant_id=tenant_id, status="received", received_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["source", "external_id"]))
+    return (result.rowcount or 0) == 1
+
+
+async def accept_webhook(sessions: async_sessionmaker[AsyncSession], delivery: Delivery) -> dict[str, Any]:
+    """One transaction: dedupe row + the staged work, so a failure lets Shopify's retry try again."""
+    async with unit_of_work(sessions, admin=True) as session:
+        installation = await installation_any_status(session, delivery.shop)
+        tenant_id = installation.tenant_id if installation is not None else None
+        if not await _first_time(session, delivery, tenant_id):
+            return {"status": "duplicate"}
+        return await _dispatch(session, delivery, installation)
+
+
+async def _dispatch(session: AsyncSession, d: Delivery, installation: ChannelInstallation | None) -> dict[str, Any]:
+    topic, body = d.topic, d.body if isinstance(d.body, dict) else {}
+    if topic in ("customers/data_request", "customers/redact"):
+        log.info("shopify compliance request: no customer data stored", extra={"shop": d.shop, "topic": topic})
+        return {"status": "ok", "detail": NO_CUSTOMER_DATA}
+    if installation is None:
+        log.info("shopify webhook for an unknown shop", extra={"shop": d.shop, "topic": topic})
+        return {"status": "ignored", "detail": "unknown shop"}
+    tenant_id = installation.tenant_id
+    key = f"shopify:{d.event_id or d.webhook_id}" if (d.event_id or d.webhook_id) else None
+    if topic == "shop/redact":
+        stage_catalog(session, CATALOG_SHOP_REDACTED, tenant_id=tenant_id, idempotency_key=key,
+                      payload=ShopRedacted(shop=d.shop, event_id=d.event_id))
+        return {"status": "accepted"}
+    if installation.status != "active":
+        log.info("shopify webhook for a disconnected shop", extra={"shop": d.shop, "topic": topic})
+        return {"status": "ignored", "detail": "shop disconnected"}
+    if topic in ("products/create", "products/update"):
+        gid_to_int(body.get("id"))  # refuse a body without a product id before queueing it
+        stage_catalog(session, CATALOG_PRODUCT_CHANGED, tenant_id=tenant_id, idempotency_key=key,
+                      payload=ProductChanged(shop=d.shop, product=body, event_id=d.event_id, triggered_at=d.triggered_at))
+        return {"status": "accepted"}
+    if topic == "products/delete":
+        stage_catalog(session, CATALOG_PRODUCT_DELETED, tenant_id=tenant_id, idempotency_key=key,
+                      payload=ProductDeleted(shop=d.shop, product_id=gid_to_int(body.get("id")), event_id=d.event_id,
+                                             triggered_at=d.triggered_at))
+        return {"status": "accepted"}
+    if topic == "app/uninstalled":
+        await revoke_channel(session, kind=ChannelKind.shopify, external_id=d.shop)
+        log.info("shopify app uninstalled: store disconnected", extra={"shop": d.shop, "tenant_id": tenant_id})
+        return {"status": "ok", "detail": "store disconnected"}
+    return {"status": "ignored", "detail": f"topic {topic} is not used"}

@@ -1,0 +1,1 @@
+"""Web chat and the tenant admin API (API-key authenticated), with a static chat page."""

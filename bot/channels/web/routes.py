@@ -1,0 +1,247 @@
+"""Web chat and the tenant admin API, for the tenant of the API key (``Authorization: Bearer pk_...``).
+
+    GET  /chat                      the static chat page (no build step)
+    POST /api/chat                  {"message", "conversation_id"?, "client_message_id"?} -> answer + citations
+    POST /api/documents             multipart "file" parts, streamed and size-capped -> 202 + documents
+    GET  /api/documents[?status=]   GET /api/documents/{id}
+    GET  /api/jobs                  GET /api/jobs/{id}   (with the report: "3 of 4 indexed; 1 failed: ...")
+    GET  /api/conversations         recent inbound messages of every channel, with latency and status
+    GET  /api/conversations/{id}
+    GET  /api/slack/install-link    the signed link that installs the Slack bot for this tenant
+
+Every read goes through a tenant-scoped repository: another tenant's id is a 404, not a 403, so
+the API does not even confirm that it exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from bot.channels.slack.oauth import install_link
+from bot.context import GATEWAY
+from bot.conversation.repository import InboundRepository
+from bot.conversation.schemas import Attachment, Download, IncomingMessage, Reply
+from bot.conversation.uploads import StoredFile, check_supported
+from bot.http import API_KEY_ID, TENANT, error_response, read_json, require_api_key
+from bot.models import InboundMessage
+from parley.db import unit_of_work
+from parley.documents import DocumentRepository, JobRepository, job_report
+from parley.errors import InvalidInput, ParleyError, TooLarge, Unavailable
+from parley.models import Document, DocumentStatus
+
+STATIC = Path(__file__).parent / "static"
+MAX_FILES_PER_REQUEST = 20
+
+auth = require_api_key(lambda request: request.app[GATEWAY].sessions)
+
+
+class WebChannel:
+    """The web chat answers in the HTTP response; there is nothing to post and nothing to fetch."""
+
+    name = "web"
+    reply_window = None
+
+    async def send(self, *, tenant_id: str, route: dict[str, Any], reply: Reply, progress: dict[str, Any]) -> None:
+        return None
+
+    @contextlib.asynccontextmanager
+    async def download(self, *, tenant_id: str, route: dict[str, Any], attachment: Attachment) -> AsyncIterator[Download]:
+        raise InvalidInput("web uploads arrive through POST /api/documents")
+        yield  # pragma: no cover
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def document_json(d: Document) -> dict[str, Any]:
+    return {"id": d.id, "filename": d.filename, "status": d.status.value, "error": d.error, "error_code": d.error_code,
+            "chunks": d.chunk_count, "size": d.size_bytes, "source": d.source, "job_id": d.job_id,
+            "created_at": _iso(d.created_at), "updated_at": _iso(d.updated_at), "indexed_at": _iso(d.indexed_at)}
+
+
+def message_json(m: InboundMessage) -> dict[str, Any]:
+    return {"id": m.id, "channel": m.channel, "conversation_id": m.conversation_id, "sender_id": m.sender_id,
+            "text": m.text[:500], "status": m.status, "reply": m.reply, "citations": m.citations or [], "error": m.error,
+            "attempts": m.attempts, "ack_ms": m.ack_ms, "answer_ms": m.answer_ms,
+            "received_at": _iso(m.received_at), "answered_at": _iso(m.answered_at)}
+
+
+# --- chat ---------------------------------------------------------------------------------
+
+
+@auth
+async def chat(request: web.Request) -> web.Response:
+    gw, tenant_id, key_id = request.app[GATEWAY], request[TENANT], request[API_KEY_ID]
+    data = await read_json(request)
+    message = str(data.get("message") or "").strip()
+    if not message:
+        raise InvalidInput("'message' is required")
+    conversation = str(data.get("conversation_id") or "default")[:64]
+    client_id = str(data.get("client_message_id") or uuid.uuid4().hex)[:64]
+    accepted = await gw.writer.accept(IncomingMessage(
+        channel="web", tenant_id=tenant_id, external_event_id=f"{key_id}:{client_id}",
+        conversation_id=f"web:{key_id}:{conversation}", sender_id=f"api_key:{key_id}", text=message[:4000],
+    ), want_existing=True)
+    if accepted.created:
+        outcome = await gw.answers.run(tenant_id, accepted.message_id)
+        body = {"message_id": accepted.message_id, "status": outcome.status, "answer": outcome.reply,
+                "citations": outcome.citations, "answer_ms": outcome.answer_ms}
+        if outcome.status == "failed":
+            return error_response(503, "unavailable", outcome.error, headers={"Retry-After": "5"})
+        return web.json_response(body)
+    async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:  # a resend of the same client message
+        row = await InboundRepository(session, tenant_id).get(accepted.message_id)
+        body = {"message_id": row.id, "status": row.status, "answer": row.reply, "citations": row.citations or [],
+                "answer_ms": row.answer_ms}
+    return web.json_response(body, status=200 if row.status in ("answered", "failed") else 202)
+
+
+# --- documents ----------------------------------------------------------------------------
+
+
+async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(1 << 16):
+        yield chunk
+
+
+@auth
+async def upload(request: web.Request) -> web.Response:
+    gw, tenant_id = request.app[GATEWAY], request[TENANT]
+    limit = await gw.intake.limit_for(tenant_id)
+    if request.content_length is not None and request.content_length > limit * MAX_FILES_PER_REQUEST + (1 << 20):
+        raise TooLarge(f"the upload is larger than {MAX_FILES_PER_REQUEST} files of the {limit:,}-byte limit")
+    if not request.content_type.startswith("multipart/"):
+        raise InvalidInput("send the files as multipart/form-data, field name 'file'")
+    reader = await request.multipart()
+    stored: list[StoredFile] = []
+    rejected: list[dict[str, str]] = []
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader) or not part.filename:
+            continue
+        if len(stored) + len(rejected) >= MAX_FILES_PER_REQUEST:
+            raise TooLarge(f"at most {MAX_FILES_PER_REQUEST} files per upload")
+        name = Path(part.filename).name[:255] or "upload"
+        try:
+            mime = check_supported(name, part.headers.get("Content-Type"))
+            blob = await gw.intake.store(tenant_id, name, _chunks(part), max_bytes=limit)
+        except ParleyError as exc:
+            detail = f"{name} is larger than the limit of {limit:,} bytes" if isinstance(exc, TooLarge) else exc.message
+            rejected.append({"filename": name, "error": exc.code, "detail": detail})
+            gw.metrics.uploads.labels("web", exc.code).inc()
+            continue
+        stored.append(StoredFile(name, mime, blob))
+        gw.metrics.uploads.labels("web", "stored").inc()
+    if not stored:
+        if not rejected:
+            raise InvalidInput("no file in the upload (use the multipart field 'file')")
+        status = 413 if all(r["error"] == "too_large" for r in rejected) else 415 if all(
+            r["error"] == "unsupported_type" for r in rejected) else 400
+        return web.json_response({"error": rejected[0]["error"], "detail": "; ".join(r["detail"] for r in rejected),
+                                  "rejected": rejected}, status=status)
+    submission = await gw.intake.submit(tenant_id, source="web", files=stored, notify=None,
+                                        description=f"{len(stored)} files uploaded in the web chat")
+    async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
+        repo = DocumentRepository(session, tenant_id)
+        documents = [document_json(await repo.get(f.document_id)) for f in submission.files]
+    return web.json_response({"documents": documents, "job_id": submission.job_id, "rejected": rejected}, status=202)
+
+
+@auth
+async def list_documents(request: web.Request) -> web.Response:
+    gw, tenant_id = request.app[GATEWAY], request[TENANT]
+    status = request.query.get("status")
+    try:
+        wanted = DocumentStatus(status) if status else None
+    except ValueError as exc:
+        raise InvalidInput(f"unknown status {status!r}; use one of {', '.join(s.value for s in DocumentStatus)}") from exc
+    async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
+        rows = await DocumentRepository(session, tenant_id).list(status=wanted, limit=_limit(request))
+        return web.json_response({"documents": [document_json(d) for d in rows]})
+
+
+@auth
+async def get_document(request: web.Request) -> web.Response:
+    gw, tenant_id = request.app[GATEWAY], request[TENANT]
+    async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
+        return web.json_response(document_json(await DocumentRepository(session, tenant_id).get(request.match_info["id"])))
+
+
+@auth
+async def list_jobs(request: web.Request) -> web.Response:
+    gw, tenant_id = request.app[GATEWAY], request[TENANT]
+    async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
+        jobs = await JobRepository(session, tenant_id).list(limit=_limit(request))
+        return web.json_response({"jobs": [_job_json(j) for j in jobs]})
+
+
+@auth
+async def get_job(request: web.Request) -> web.Response:
+    gw, tenant_id = request.app[GATEWAY], request[TENANT]
+    async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
+        job = await JobRepository(session, tenant_id).get(request.match_info["id"])
+        return web.json_response({**_job_json(job), "report": await job_report(session, job)})
+
+
+def _job_json(j: Any) -> dict[str, Any]:
+    return {"id": j.id, "kind": j.kind, "status": j.status.value, "total": j.total, "done": j.done, "failed": j.failed,
+            "description": j.description, "created_at": _iso(j.created_at), "finished_at": _iso(j.finished_at)}
+
+
+@auth
+async def list_conversations(request: web.Request) -> web.Response:
+    gw, tenant_id = request.app[GATEWAY], request[TENANT]
+    async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
+        rows = await InboundRepository(session, tenant_id).recent(limit=_limit(request), channel=request.query.get("channel"))
+        return web.json_response({"messages": [message_json(m) for m in rows]})
+
+
+@auth
+async def get_conversation(request: web.Request) -> web.Response:
+    gw, tenant_id = request.app[GATEWAY], request[TENANT]
+    async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
+        return web.json_response(message_json(await InboundRepository(session, tenant_id).get(request.match_info["id"])))
+
+
+@auth
+async def slack_install_link(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    if not gw.config.slack_oauth_enabled:
+        raise Unavailable("Slack install is not configured on this gateway")
+    url = install_link(gw.signer, gw.config.public_url, request[TENANT], ttl=gw.config.slack_install_link_ttl)
+    return web.json_response({"url": url, "expires_in": int(gw.config.slack_install_link_ttl)})
+
+
+def _limit(request: web.Request) -> int:
+    try:
+        return max(1, min(500, int(request.query.get("limit", "100"))))
+    except ValueError as exc:
+        raise InvalidInput("'limit' must be a number") from exc
+
+
+async def chat_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def root(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/chat")
+
+
+def setup_web_routes(app: web.Application) -> None:
+    app.router.add_get("/", root)
+    app.router.add_get("/chat", chat_page)
+    app.router.add_post("/api/chat", chat)
+    app.router.add_post("/api/documents", upload)
+    app.router.add_get("/api/documents", list_documents)
+    app.router.add_get("/api/documents/{id}", get_document)
+    app.router.add_get("/api/jobs", list_jobs)
+    app.router.add_get("/api/jobs/{id}", get_job)
+    app.router.add_get("/api/conversations", list_conversations)
+    app.router.add_get("/api/conversations/{id}", get_conversation)
+    app.router.add_get("/api/slack/install-link", slack_install_link)

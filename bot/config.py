@@ -1,0 +1,120 @@
+"""The gateway's knobs, built once from `Settings`.
+
+`GatewayConfig.from_settings` reads each field from `Settings` (``PARLEY_SLACK_*``,
+``PARLEY_INSTAGRAM_*``, ...); knobs `Settings` does not list (``PARLEY_SLACK_SCOPES``,
+``PARLEY_META_APP_SECRET``, ``PARLEY_GRAPH_API_VERSION``) are read from the environment. Tests build a
+`GatewayConfig` directly and pass it in `GatewayDeps`.
+
+Why these defaults:
+
+* Answering is bounded per tenant (4 at once) and in total (64): one tenant's burst queues behind
+  its own semaphore instead of taking every retrieval slot.
+* A reply is retried 5 times with exponential backoff from 0.5 s (capped at 30 s, or the vendor's
+  ``Retry-After``) inside a 180 s deadline; a message still ``answering`` after that deadline
+  belongs to a dead process, so the recovery sweep may take it over.
+* Recovery answers ``received``/``answering`` messages younger than 30 minutes: older ones would
+  surprise the customer more than they help (and Slack has stopped retrying by then).
+* Webhook bodies are capped at 1 MB (Slack and Meta events are a few KB); uploads stream and are
+  capped by the tenant's limit or ``max_upload_bytes``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from parley.settings import Settings
+
+SLACK_SCOPES = ("chat:write", "im:history", "im:read", "files:read")
+
+# Settings fields with a non-empty default: an explicit environment passed to `from_settings` may still override them.
+_DEFAULTED = frozenset({"slack_api_url", "graph_api_url", "gateway_answer_concurrency", "gateway_recovery_minutes"})
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    public_url: str = "http://127.0.0.1:8080"
+    max_upload_bytes: int = 25 * 1024 * 1024
+    max_webhook_bytes: int = 1024 * 1024
+    # --- Slack ---------------------------------------------------------------------------
+    slack_signing_secret: str | None = None
+    slack_client_id: str | None = None
+    slack_client_secret: str | None = None
+    slack_scopes: tuple[str, ...] = SLACK_SCOPES
+    slack_api_url: str = "https://slack.com/api/"
+    slack_authorize_url: str = "https://slack.com/oauth/v2/authorize"
+    slack_install_link_ttl: float = 7 * 24 * 3600.0
+    slack_state_ttl: float = 600.0
+    # --- Instagram (Meta) ----------------------------------------------------------------
+    #: Every secret that may sign Meta's webhooks (Instagram app secret and/or Meta app secret).
+    instagram_app_secrets: tuple[str, ...] = ()
+    instagram_verify_token: str | None = None
+    graph_api_url: str = "https://graph.instagram.com"
+    graph_api_version: str = "v26.0"
+    # --- answering -----------------------------------------------------------------------
+    answer_concurrency_per_tenant: int = 4
+    answer_concurrency_total: int = 64
+    answer_deadline: float = 180.0
+    retrieval_timeout: float = 30.0
+    attempts: int = 5
+    retry_base: float = 0.5
+    retry_cap: float = 30.0
+    history_turns: int = 10
+    recovery_minutes: float = 30.0
+    recovery_sweep_seconds: float = 30.0
+    download_timeout: float = 120.0
+    notify_max_attempts: int = 5
+    #: On shutdown, answers in progress get this long before they are cancelled (and given back).
+    shutdown_grace: float = 10.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def slack_enabled(self) -> bool:
+        return bool(self.slack_signing_secret)
+
+    @property
+    def slack_oauth_enabled(self) -> bool:
+        return bool(self.slack_client_id and self.slack_client_secret)
+
+    @property
+    def instagram_enabled(self) -> bool:
+        return bool(self.instagram_app_secrets)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+        env = os.environ if environ is None else environ
+
+        def read(name: str, default: Any = None) -> Any:
+            value = getattr(settings, name, None)
+            if hasattr(value, "get_secret_value"):
+                value = value.get_secret_value()
+            if value is None or value == "" or (name in _DEFAULTED and value == Settings.model_fields[name].default):
+                value = env.get(f"PARLEY_{name.upper()}", default)
+            return default if value is None or value == "" else value
+
+        secrets = read("instagram_app_secrets", "")
+        if isinstance(secrets, str):
+            secrets = [s for s in (x.strip() for x in secrets.split(",")) if s]
+        meta_secret = read("meta_app_secret")
+        all_secrets = tuple(dict.fromkeys([*secrets, *([meta_secret] if meta_secret else [])]))
+        scopes = read("slack_scopes", ",".join(SLACK_SCOPES))
+        if isinstance(scopes, str):
+            scopes = [s.strip() for s in scopes.split(",") if s.strip()]
+        return cls(
+            public_url=settings.effective_public_url,
+            max_upload_bytes=settings.max_upload_bytes,
+            slack_signing_secret=read("slack_signing_secret"),
+            slack_client_id=read("slack_client_id"),
+            slack_client_secret=read("slack_client_secret"),
+            slack_scopes=tuple(scopes),
+            slack_api_url=read("slack_api_url", cls.slack_api_url),
+            instagram_app_secrets=all_secrets,
+            instagram_verify_token=read("instagram_verify_token"),
+            graph_api_url=read("graph_api_url", cls.graph_api_url),
+            graph_api_version=read("graph_api_version", cls.graph_api_version),
+            answer_concurrency_per_tenant=int(read("gateway_answer_concurrency", cls.answer_concurrency_per_tenant)),
+            recovery_minutes=float(read("gateway_recovery_minutes", cls.recovery_minutes)),
+            notify_max_attempts=settings.max_attempts,
+        )

@@ -1,0 +1,131 @@
+"""Answering in the background, bounded per tenant and in total, with recovery sweeps.
+
+The webhook path only calls `submit` (it never waits for an answer). Each message then waits for
+its tenant's semaphore and a global one, so one tenant's burst queues behind itself instead of
+taking every retrieval slot. The web chat calls `run`, which waits under the same bounds.
+
+Recovery: `start` claims what a previous process left unfinished (younger than the window):
+``received`` messages, and ``answering`` ones whose holder's lease ran out. A sweep every
+``sweep_interval`` repeats that for ``received`` messages nobody claimed within a grace period
+(another replica died after storing them) and for expired leases (a replica died mid-answer).
+The claim in `ConversationService.process` makes each answer happen once.
+On `stop`, running answers get ``timeout`` seconds; the rest are cancelled and their claims given
+back, so the next start answers them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from bot.conversation.repository import RECEIVED
+from bot.conversation.service import ConversationService, Outcome
+
+log = logging.getLogger("parley.gateway.dispatcher")
+
+
+class AnswerDispatcher:
+    def __init__(self, service: ConversationService, *, per_tenant: int = 4, total: int = 64,
+                 sweep_interval: float = 30.0) -> None:
+        self.service = service
+        self.per_tenant = per_tenant
+        self.sweep_interval = sweep_interval
+        self._total = asyncio.Semaphore(total)
+        self._tenants: dict[str, asyncio.Semaphore] = {}
+        self._tasks: set[asyncio.Task[Outcome]] = set()
+        self._pending: set[str] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closed = False
+        #: Finished outcomes by message id, newest last (bounded; for tests and /readyz-style introspection).
+        self.finished: dict[str, Outcome] = {}
+
+    # --- lifecycle ------------------------------------------------------------------------
+    async def start(self, *, recover: bool = True) -> None:
+        if recover:
+            await self.recover(at_start=True)
+        self._sweeper = asyncio.create_task(self._sweep(), name="parley-answer-recovery")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self._tasks:
+            _, unfinished = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    # --- work -----------------------------------------------------------------------------
+    def submit(self, tenant_id: str, message_id: str, *, status: str = RECEIVED, attempts: int | None = None) -> bool:
+        """Answer in the background. False if it is already queued here or the dispatcher stopped."""
+        if self._closed or message_id in self._pending:
+            return False
+        self._pending.add(message_id)
+        task = asyncio.create_task(self._guarded(tenant_id, message_id, status, attempts), name=f"answer-{message_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def run(self, tenant_id: str, message_id: str) -> Outcome:
+        """Answer now and wait for it (the web chat), under the same bounds."""
+        self._pending.add(message_id)
+        try:
+            return await self._bounded(tenant_id, message_id, RECEIVED, None)
+        finally:
+            self._pending.discard(message_id)
+
+    async def drain(self) -> None:
+        """Wait until nothing is being answered (tests, benchmarks)."""
+        while self._tasks:
+            await asyncio.gather(*set(self._tasks), return_exceptions=True)
+
+    async def _guarded(self, tenant_id: str, message_id: str, status: str, attempts: int | None) -> Outcome:
+        try:
+            outcome = await self._bounded(tenant_id, message_id, status, attempts)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # process() records its own failures; this is a bug or the database being down
+            log.exception("answering task failed; the recovery sweep retries it", extra={"message_id": message_id})
+            outcome = Outcome(message_id, "error")
+        finally:
+            self._pending.discard(message_id)
+        self.finished[message_id] = outcome
+        if len(self.finished) > 10_000:
+            self.finished.pop(next(iter(self.finished)))
+        return outcome
+
+    async def _bounded(self, tenant_id: str, message_id: str, status: str, attempts: int | None) -> Outcome:
+        semaphore = self._tenants.setdefault(tenant_id, asyncio.Semaphore(self.per_tenant))
+        async with semaphore, self._total:
+            self.service.metrics.in_flight.inc()
+            try:
+                return await self.service.process(tenant_id, message_id, status=status, attempts=attempts)
+            finally:
+                self.service.metrics.in_flight.dec()
+
+    # --- recovery -------------------------------------------------------------------------
+    async def recover(self, *, at_start: bool) -> int:
+        found = await self.service.recoverable(at_start=at_start)
+        taken = 0
+        for row in found:
+            if self.submit(row.tenant_id, row.message_id, status=row.status, attempts=row.attempts):
+                taken += 1
+        if taken:
+            self.service.metrics.recovered.inc(taken)
+            log.info("recovering unanswered messages", extra={"count": taken, "at_start": at_start})
+        return taken
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            try:
+                await self.recover(at_start=False)
+            except Exception:
+                log.exception("recovery sweep failed; trying again at the next one")

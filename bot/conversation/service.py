@@ -1,0 +1,334 @@
+"""The conversation core: persist inbound messages once, answer them, record what happened.
+
+    (intake)          `repository.InboundWriter.accept`: idempotent insert on (channel,
+                      external_event_id), before the channel acks
+    process(id)       claim (conditional UPDATE) -> reply window? -> files? -> turns -> retrieval
+                      -> channel.send -> record reply, citations, latency, status, turns
+    recoverable()     what a dead process left ``received``/``answering`` (the dispatcher claims
+                      and answers them)
+
+Vendor and retrieval failures that may pass (429 with Retry-After, 5xx, timeouts, connection
+errors) are retried with backoff (`RetryPolicy`); whatever still fails ends ``failed`` with the
+reason on the row, and the customer gets an apology with an error id instead of silence.
+Statuses: received -> answering -> answered | failed | expired | ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.conversation import repository as repo
+from bot.conversation.repository import ANSWERED, EXPIRED, FAILED, IGNORED, RECEIVED, Recoverable
+from bot.conversation.priority import AckPriority
+from bot.conversation.retry import RetryPolicy, retrying
+from bot.conversation.schemas import Attachment, Channel, Reply
+from bot.conversation.uploads import StoredFile, UploadIntake, check_download_type, check_supported
+from bot.metrics import GatewayMetrics
+from bot.models import ConversationTurn, InboundMessage
+from parley.db import unit_of_work, utcnow
+from parley.errors import ParleyError, TooLarge
+from parley.logging import bound
+from retrieval.client import RetrievalClient
+from retrieval.schemas import MAX_MESSAGE_CHARS, MAX_TURNS, QueryRequest, Turn
+
+log = logging.getLogger("parley.gateway.conversation")
+
+
+@dataclass(frozen=True)
+class AnswerPolicy:
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    deadline: float = 180.0
+    history_turns: int = 10
+    recovery_window: dt.timedelta = dt.timedelta(minutes=30)
+    recovery_grace: dt.timedelta = dt.timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    message_id: str
+    status: str  # answered / failed / expired / ignored / skipped (someone else holds or finished it)
+    reply: str | None = None
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    answer_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class _Held:
+    """The claimed row, detached: what the work needs."""
+
+    id: str
+    tenant_id: str
+    channel: str
+    conversation_id: str
+    text: str
+    route: dict[str, Any]
+    sent_at: dt.datetime | None
+    received_at: dt.datetime
+    attachments: list[Attachment]
+    may_upload: bool
+    token: int
+    turns: list[ConversationTurn] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, row: InboundMessage, token: int) -> _Held:
+        ctx = row.context or {}
+        sent = ctx.get("sent_at")
+        return cls(
+            id=row.id, tenant_id=row.tenant_id, channel=row.channel, conversation_id=row.conversation_id, text=row.text or "",
+            route=dict(ctx.get("route") or {}), sent_at=dt.datetime.fromisoformat(sent) if sent else None,
+            received_at=row.received_at, attachments=[Attachment.from_json(a) for a in ctx.get("attachments") or []],
+            may_upload=bool(ctx.get("may_upload", True)), token=token,
+        )
+
+
+class ConversationService:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        retrieval: RetrievalClient,
+        channels: Mapping[str, Channel],
+        intake: UploadIntake,
+        policy: AnswerPolicy | None = None,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.retrieval = retrieval
+        self.channels = channels
+        self.intake = intake
+        self.policy = policy or AnswerPolicy()
+        self.metrics = metrics or GatewayMetrics()
+        #: Set by the gateway when answering shares the webhooks' event loop (see `AckPriority`).
+        self.priority: AckPriority | None = None
+        self._acks: dict[str, float] = {}
+        self._finished: dict[str, None] = {}  # recently finished ids (insertion-ordered, bounded)
+        self._late_acks: set[asyncio.Future[None]] = set()
+
+    # --- acks -------------------------------------------------------------------------------
+    def record_ack(self, tenant_id: str, message_id: str, ack_ms: float) -> None:
+        """Remember how long the ack took; it is written with the outcome (no extra write per message)."""
+        if message_id in self._finished:
+            self._late_acks.add(asyncio.ensure_future(self._write_ack(tenant_id, message_id, ack_ms)))
+            self._late_acks = {t for t in self._late_acks if not t.done()}
+            return
+        self._acks[message_id] = ack_ms
+        if len(self._acks) > 100_000:  # acks of messages another process answered: forget the oldest
+            self._acks.pop(next(iter(self._acks)))
+
+    async def _write_ack(self, tenant_id: str, message_id: str, ack_ms: float) -> None:
+        try:
+            await repo.set_ack_ms(self.sessions, tenant_id, message_id, ack_ms)
+        except Exception:  # a statistic: never worth failing anything for
+            log.warning("could not record the ack latency", exc_info=True)
+
+    async def _yield_to_webhooks(self) -> None:
+        if self.priority is not None:
+            await self.priority.yield_to_webhooks()
+
+    # --- answering --------------------------------------------------------------------------
+    async def process(self, tenant_id: str, message_id: str, *, status: str = RECEIVED, attempts: int | None = None) -> Outcome:
+        """Claim the message and answer it (or ingest its files). Exactly one caller wins the claim."""
+        await self._yield_to_webhooks()
+        async with unit_of_work(self.sessions, tenant_id=tenant_id) as session:
+            claimed = await repo.claim(session, message_id, status=status, attempts=attempts)
+            if claimed is None:
+                return Outcome(message_id, "skipped")
+            held = _Held.of(claimed[1], claimed[0])
+            if not held.attachments and held.text.strip():  # the history the answer needs, in the same transaction
+                held.turns.extend(await repo.recent_turns(session, tenant_id, held.conversation_id, self.policy.history_turns))
+        with bound(tenant_id=tenant_id, message_id=message_id, channel=held.channel, correlation_id=message_id):
+            try:
+                async with asyncio.timeout(self.policy.deadline):
+                    outcome = await self._work(held)
+            except asyncio.CancelledError:
+                await asyncio.shield(self._release(held))
+                raise
+            except TimeoutError:
+                outcome = await self._finish_failed(held, f"no answer within {self.policy.deadline:g}s")
+            except Exception as exc:
+                error_id = uuid.uuid4().hex[:12]
+                log.exception("answering failed", extra={"error_id": error_id})
+                outcome = await self._finish_failed(held, f"unexpected error {type(exc).__name__} (error id {error_id})")
+            self.metrics.answers.labels(held.channel, outcome.status).inc()
+            if outcome.status == ANSWERED and outcome.answer_ms is not None:
+                self.metrics.answer_seconds.labels(held.channel).observe(outcome.answer_ms / 1000)
+            log.info("message %s", outcome.status, extra={"answer_ms": outcome.answer_ms, "error": outcome.error})
+            return outcome
+
+    async def _work(self, held: _Held) -> Outcome:
+        channel = self.channels.get(held.channel)
+        if channel is None:
+            return await self._finish_failed(held, f"no channel {held.channel!r} is configured in this gateway")
+        window = channel.reply_window
+        if window is not None and held.sent_at is not None and utcnow() - held.sent_at > window:
+            return await self._finish(held, EXPIRED, error=f"the {window} reply window had passed")
+        if held.attachments:
+            return await self._ingest(held, channel)
+        if not held.text.strip():
+            return await self._finish(held, IGNORED)
+        return await self._answer(held, channel)
+
+    async def _answer(self, held: _Held, channel: Channel) -> Outcome:
+        turns = held.turns
+        request = QueryRequest(
+            tenant_id=held.tenant_id, conversation_id=held.conversation_id[:256], message=held.text[:MAX_MESSAGE_CHARS],
+            turns=[Turn(role="user" if t.role == "user" else "assistant", text=t.text[: MAX_MESSAGE_CHARS * 4])
+                   for t in turns[-MAX_TURNS:]],
+        )
+        await self._yield_to_webhooks()
+        try:
+            response = await retrying(lambda: self.retrieval.query(request), policy=self.policy.retry, what="retrieval")
+        except ParleyError as exc:
+            error_id = uuid.uuid4().hex[:12]
+            log.warning("retrieval failed for good: %s", exc, extra={"error_id": error_id})
+            await self._try_send(held, channel, Reply(
+                f"Sorry, I can't answer right now. Please try again in a few minutes. (error id {error_id})"))
+            return await self._finish_failed(held, f"retrieval failed: {exc.code}: {exc.message} (error id {error_id})")
+        reply = Reply(text=response.answer, citations=[c.model_dump(exclude_none=True) for c in response.citations])
+        delivered = await self._deliver(held, channel, reply)
+        if delivered is not None:
+            return await self._finish_failed(held, delivered, reply=reply)
+        return await self._finish(held, ANSWERED, reply=reply, turns=True)
+
+    async def _ingest(self, held: _Held, channel: Channel) -> Outcome:
+        if not held.may_upload:
+            reply = Reply("I can answer questions here, but documents are added by the team that runs me.")
+        else:
+            reply = Reply(await self._take_files(held, channel))
+        problem = await self._deliver(held, channel, reply)
+        if problem is not None:
+            return await self._finish_failed(held, problem, reply=reply)
+        return await self._finish(held, ANSWERED, reply=reply)
+
+    async def _take_files(self, held: _Held, channel: Channel) -> str:
+        limit = await self.intake.limit_for(held.tenant_id)
+        stored: list[StoredFile] = []
+        problems: list[str] = []
+        for attachment in held.attachments:
+            try:
+                stored.append(await self._fetch(held, channel, attachment, limit))
+                self.metrics.uploads.labels(held.channel, "stored").inc()
+            except ParleyError as exc:
+                self.metrics.uploads.labels(held.channel, exc.code).inc()
+                problems.append(f"could not take {attachment.name}: {exc.message}")
+            except Exception as exc:
+                error_id = uuid.uuid4().hex[:12]
+                log.exception("receiving a file failed", extra={"error_id": error_id})
+                self.metrics.uploads.labels(held.channel, "error").inc()
+                problems.append(f"could not take {attachment.name}: unexpected error {type(exc).__name__} (error id {error_id})")
+        lines = []
+        if stored:
+            notify = {"channel": held.channel, **held.route}
+            submission = await self.intake.submit(held.tenant_id, source=held.channel, files=stored, notify=notify,
+                                                  description=f"{len(stored)} files sent in a {held.channel} DM")
+            new = [f.name for f in submission.files if f.created]
+            known = [f for f in submission.files if not f.created]
+            if new:
+                lines.append(f"received {', '.join(new)}, indexing. I'll tell you here when {'it is' if len(new) == 1 else 'they are'} ready.")
+            for f in known:
+                lines.append(f"I already have {f.name} ({f.status}).")
+        return "\n".join(lines + problems)
+
+    async def _fetch(self, held: _Held, channel: Channel, attachment: Attachment, limit: int) -> StoredFile:
+        stub = bool(attachment.ref.get("stub"))
+        if not stub:  # refuse what cannot be read before downloading anything
+            check_supported(attachment.name, attachment.mime_type)
+            if attachment.size is not None and attachment.size > limit:
+                raise TooLarge(f"it is {_mb(attachment.size)}, over the limit of {_mb(limit)}")
+
+        async def download() -> StoredFile:
+            async with channel.download(tenant_id=held.tenant_id, route=held.route, attachment=attachment) as dl:
+                name = dl.name or attachment.name
+                mime = check_supported(name, dl.mime_type or attachment.mime_type)
+                size = attachment.size if attachment.size is not None else dl.size
+                if size is not None and size > limit:
+                    raise TooLarge(f"it is {_mb(size)}, over the limit of {_mb(limit)}")
+                check_download_type(name, mime, dl.content_type)
+                try:
+                    blob = await self.intake.store(held.tenant_id, name, dl.chunks, max_bytes=limit, declared_size=size)
+                except TooLarge as exc:
+                    raise TooLarge(f"it is over the limit of {_mb(limit)}") from exc
+                return StoredFile(name, mime, blob)
+
+        return await retrying(download, policy=self.policy.retry, what=f"download of {attachment.name}")
+
+    async def _deliver(self, held: _Held, channel: Channel, reply: Reply) -> str | None:
+        """Send with retries; None when delivered, else the reason it was not."""
+        progress: dict[str, Any] = {}
+        await self._yield_to_webhooks()
+        try:
+            await retrying(lambda: channel.send(tenant_id=held.tenant_id, route=held.route, reply=reply, progress=progress),
+                           policy=self.policy.retry, what=f"{held.channel} send")
+        except ParleyError as exc:
+            return f"could not deliver the reply: {exc.message}"
+        return None
+
+    async def _try_send(self, held: _Held, channel: Channel, reply: Reply) -> None:
+        if await self._deliver(held, channel, reply) is not None:
+            log.warning("could not deliver the apology either")
+
+    # --- recording --------------------------------------------------------------------------
+    async def _finish(self, held: _Held, status: str, *, reply: Reply | None = None, error: str | None = None,
+                      turns: bool = False) -> Outcome:
+        now = utcnow()
+        answer_ms = round((now - held.received_at).total_seconds() * 1000, 1)
+        await self._yield_to_webhooks()
+        values: dict[str, Any] = {}
+        if held.id in self._acks:
+            values["ack_ms"] = self._acks.pop(held.id)
+        async with unit_of_work(self.sessions, tenant_id=held.tenant_id) as session:
+            landed = await repo.finish(
+                session, held.id, held.token, status=status, reply=reply.text if reply else None,
+                citations=reply.citations if reply else None, error=error, answered_at=now,
+                answer_ms=answer_ms if status == ANSWERED else None, **values,
+            )
+            if landed and turns and reply is not None:
+                session.add_all([
+                    ConversationTurn(tenant_id=held.tenant_id, conversation_id=held.conversation_id, role="user",
+                                     text=held.text, created_at=held.received_at),
+                    ConversationTurn(tenant_id=held.tenant_id, conversation_id=held.conversation_id, role="assistant",
+                                     text=reply.text, created_at=now),
+                ])
+        self._finished[held.id] = None
+        if len(self._finished) > 10_000:
+            self._finished.pop(next(iter(self._finished)))
+        if not landed:
+            log.warning("the claim on the message was lost before its outcome was recorded")
+        return Outcome(held.id, status, reply=reply.text if reply else None, citations=reply.citations if reply else [],
+                       error=error, answer_ms=answer_ms if status == ANSWERED else None)
+
+    async def _finish_failed(self, held: _Held, reason: str, *, reply: Reply | None = None) -> Outcome:
+        return await self._finish(held, FAILED, reply=reply, error=reason[:2000])
+
+    async def _release(self, held: _Held) -> None:
+        try:
+            async with unit_of_work(self.sessions, tenant_id=held.tenant_id) as session:
+                await repo.release(session, held.id, held.token)
+        except Exception:
+            log.warning("could not release the claim; the recovery at the next start takes it", exc_info=True)
+
+    # --- recovery ---------------------------------------------------------------------------
+    async def recoverable(self, *, at_start: bool) -> list[Recoverable]:
+        """Messages a dead process left unanswered, younger than the recovery window: ``received``
+        ones (at start all of them, later only those nobody claimed within the grace period) and
+        ``answering`` ones whose lease (the answer deadline + 30 s) has run out."""
+        async with unit_of_work(self.sessions, admin=True) as session:
+            return await repo.recoverable(
+                session, younger_than=self.policy.recovery_window,
+                lease=dt.timedelta(seconds=self.policy.deadline + 30),
+                received_grace=dt.timedelta(0) if at_start else self.policy.recovery_grace,
+            )
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1024 / 1024:.1f} MB" if n >= 1024 * 1024 else f"{n / 1024:.0f} KB" if n >= 1024 else f"{n} bytes"
+

@@ -1,0 +1,169 @@
+"""Local HTTP servers that speak the vendor APIs the gateway calls (never patches of our code).
+
+`SlackEmulator`: ``auth.test``, ``chat.postMessage``, ``files.info``, ``oauth.v2.access`` and
+file downloads under ``/files-pri/`` that check the bot token like Slack does - a bad token gets
+an HTML login page with status 200. Failures can be scripted per method (429 + Retry-After, 500,
+``ok: false`` errors).
+
+`GraphEmulator`: Meta's Send API ``POST /{version}/me/messages`` with a Bearer token, Graph-style
+error bodies on scripted failures, and a CDN path for attachment downloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+from aiohttp import web
+
+LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in to Slack</body></html>"
+
+
+@dataclass
+class Scripted:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+async def _params(request: web.Request) -> dict[str, Any]:
+    params: dict[str, Any] = dict(request.query)
+    if request.can_read_body:
+        raw = await request.read()
+        if request.content_type == "application/json":
+            params.update(json.loads(raw or b"{}"))
+        else:
+            params.update({k: v[0] for k, v in parse_qs(raw.decode()).items()})
+    return params
+
+
+def _bearer(request: web.Request, params: dict[str, Any]) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return header[len("Bearer "):]
+    return params.get("token")
+
+
+class SlackEmulator:
+    def __init__(self) -> None:
+        #: bot token -> what auth.test says about it
+        self.tokens: dict[str, dict[str, Any]] = {}
+        #: tokens that may download files (a token without files:read gets the login page)
+        self.file_tokens: set[str] = set()
+        self.files: dict[str, tuple[bytes, str]] = {}
+        self.file_info: dict[str, dict[str, Any]] = {}
+        self.oauth_codes: dict[str, dict[str, Any]] = {}
+        self.posted: list[dict[str, Any]] = []
+        self.calls: dict[str, int] = defaultdict(int)
+        self.script: dict[str, list[Scripted]] = defaultdict(list)
+        self.downloads: list[str] = []
+        self._posted = asyncio.Condition()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self.api)
+        app.router.add_get("/files-pri/{path:.*}", self.download)
+        return app
+
+    def add_bot(self, token: str, *, team_id: str, bot_id: str, bot_user_id: str, files: bool = True) -> None:
+        self.tokens[token] = {"ok": True, "team_id": team_id, "team": "Test team", "user_id": bot_user_id, "bot_id": bot_id,
+                              "user": "parley", "url": "https://test.slack.com/", "is_enterprise_install": False}
+        if files:
+            self.file_tokens.add(token)
+
+    def fail(self, method: str, status: int, body: dict[str, Any] | None = None, **headers: str) -> None:
+        self.script[method].append(Scripted(status, body or {"ok": False, "error": "internal_error"}, headers))
+
+    async def api(self, request: web.Request) -> web.StreamResponse:
+        method = request.match_info["method"]
+        params = await _params(request)
+        self.calls[method] += 1
+        if self.script.get(method):
+            s = self.script[method].pop(0)
+            if s.status >= 500:
+                return web.Response(status=s.status, text="upstream error", headers=s.headers)
+            return web.json_response(s.body, status=s.status, headers=s.headers)
+        if method == "oauth.v2.access":
+            result = self.oauth_codes.pop(str(params.get("code")), None)
+            return web.json_response(result or {"ok": False, "error": "invalid_code"})
+        token = _bearer(request, params)
+        if token not in self.tokens:
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        if method == "auth.test":
+            return web.json_response(self.tokens[token])
+        if method == "chat.postMessage":
+            async with self._posted:
+                self.posted.append({**params, "token": token})
+                self._posted.notify_all()
+            return web.json_response({"ok": True, "channel": params.get("channel"), "ts": f"{len(self.posted)}.000100"})
+        if method == "files.info":
+            info = self.file_info.get(str(params.get("file")))
+            return web.json_response({"ok": True, "file": info} if info else {"ok": False, "error": "file_not_found"})
+        return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        path = request.match_info["path"]
+        self.downloads.append(path)
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if token not in self.file_tokens:
+            return web.Response(body=LOGIN_PAGE, content_type="text/html", status=200)
+        if path not in self.files:
+            return web.Response(status=404)
+        body, content_type = self.files[path]
+        return web.Response(body=body, content_type=content_type)
+
+    async def wait_posted(self, n: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        async with self._posted:
+            await asyncio.wait_for(self._posted.wait_for(lambda: len(self.posted) >= n), timeout)
+        return list(self.posted)
+
+
+class GraphEmulator:
+    def __init__(self, version: str = "v26.0") -> None:
+        self.version = version
+        self.tokens: set[str] = set()
+        self.sent: list[dict[str, Any]] = []
+        self.script: list[Scripted] = []
+        self.files: dict[str, tuple[bytes, str]] = {}
+        self._sent = asyncio.Condition()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post(f"/{self.version}/me/messages", self.send)
+        app.router.add_get("/cdn/{name}", self.cdn)
+        return app
+
+    def fail(self, status: int, code: int, message: str, **headers: str) -> None:
+        self.script.append(Scripted(status, {"error": {"message": message, "type": "OAuthException", "code": code,
+                                                       "fbtrace_id": "Atest"}}, headers))
+
+    async def send(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization", "").removeprefix("Bearer ") not in self.tokens:
+            return web.json_response({"error": {"message": "Invalid OAuth access token.", "type": "OAuthException",
+                                                "code": 190}}, status=401)
+        if "access_token" in request.query:
+            return web.json_response({"error": {"message": "token in URL", "code": 100}}, status=400)
+        if self.script:
+            s = self.script.pop(0)
+            return web.json_response(s.body, status=s.status, headers=s.headers)
+        body = await request.json()
+        async with self._sent:
+            self.sent.append(body)
+            self._sent.notify_all()
+        return web.json_response({"recipient_id": body["recipient"]["id"], "message_id": f"mid.out.{len(self.sent)}"})
+
+    async def cdn(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in self.files:
+            return web.Response(status=404)
+        body, content_type = self.files[name]
+        return web.Response(body=body, content_type=content_type)
+
+    async def wait_sent(self, n: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        async with self._sent:
+            await asyncio.wait_for(self._sent.wait_for(lambda: len(self.sent) >= n), timeout)
+        return list(self.sent)
