@@ -29,9 +29,10 @@ SUPPORTED_EXTENSIONS = {
     ".txt": "text/plain", ".text": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown",
     ".html": "text/html", ".htm": "text/html", ".pdf": "application/pdf",
     ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ".zip": "application/zip",  # unpacked by the document worker: each file inside becomes a document
 }
-SUPPORTED_TYPES = set(SUPPORTED_EXTENSIONS.values()) | {"text/x-markdown", "application/xhtml+xml"}
-SUPPORTED_HUMAN = "PDF, Word (.docx), text, Markdown and HTML"
+SUPPORTED_TYPES = set(SUPPORTED_EXTENSIONS.values()) | {"text/x-markdown", "application/xhtml+xml", "application/x-zip-compressed"}
+SUPPORTED_HUMAN = "PDF, Word (.docx), text, Markdown and HTML (or a .zip of them)"
 
 
 def _ext(name: str) -> str:

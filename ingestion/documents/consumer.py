@@ -61,7 +61,8 @@ async def run_document_worker(settings: Settings, *, stop: asyncio.Event | None 
     await relay.start()
     embedder = await asyncio.to_thread(runtime.embedder, settings)
     index = create_vector_index(settings, role="writer", sessions=sessions)
-    deps = IndexingDeps(sessions=sessions, blobs=BlobStore(settings.effective_blob_dir), embedder=embedder, index=index)
+    deps = IndexingDeps(sessions=sessions, blobs=BlobStore(settings.effective_blob_dir), embedder=embedder, index=index,
+                        max_member_bytes=settings.max_upload_bytes)
     consumer = document_consumer(deps, broker, max_attempts=settings.max_attempts)
     log.info("document worker consuming", extra={"queue": QUEUE_DOCUMENTS, "nice": os.nice(0)})
     try:

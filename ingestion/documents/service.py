@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ingestion.documents.chunking import Chunk as TextChunk
 from ingestion.documents.chunking import chunk_document
 from ingestion.documents.errors import ExtractionError
+from ingestion.documents import archive
 from ingestion.documents.sandbox import extract_document
 from parley.blobs import BlobStore
 from parley.bus import Envelope, Failure, Permanent, Retryable, stage
@@ -45,6 +46,8 @@ class IndexingDeps:
     index: VectorIndex
     parse_time_limit_s: float = 60.0
     parse_memory_limit_mb: int = 768
+    #: Largest member of an uploaded ZIP archive that is queued as a document.
+    max_member_bytes: int = 25 * 1024 * 1024
 
 
 def chunk_id(tenant_id: str, document_id: str, ordinal: int) -> str:
@@ -80,6 +83,8 @@ async def index_document(deps: IndexingDeps, session: AsyncSession, *, tenant_id
         data = await deps.blobs.read(tenant_id, document.blob_key)
     except NotFound as exc:
         raise Permanent(f"the uploaded file is missing from storage ({exc.message})", code="blob_missing") from exc
+    if archive.is_archive(data):
+        return await _expand(deps, session, document, data)
     try:
         extracted = await extract_document(
             data, filename=document.filename, declared_mime=document.mime_type,
@@ -136,6 +141,25 @@ async def index_document(deps: IndexingDeps, session: AsyncSession, *, tenant_id
                "embed_ms": round((embedded - parsed) * 1000), "bytes": len(data)},
     )
     return len(chunks)
+
+
+async def _expand(deps: IndexingDeps, session: AsyncSession, document: Document, data: bytes) -> int:
+    """An uploaded ZIP: its members become documents of one job; the archive itself ends indexed."""
+    queued, skipped = await archive.expand_archive(session, deps.blobs, document, data,
+                                                   max_member_bytes=deps.max_member_bytes)
+    document.status = DocumentStatus.indexed
+    document.chunk_count = 0
+    document.error = document.error_code = None
+    document.mime_type = archive.ZIP_MIME
+    document.indexed_at = utcnow()
+    text = f"unpacked {document.filename}: {queued} file{'s' if queued != 1 else ''} queued for indexing"
+    if skipped:
+        text += f"; skipped {len(skipped)}: " + "; ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+    if document.notify:  # the job (its own, or the upload's it joined) reports the members
+        stage(session, Envelope.new(NOTICE_REQUESTED, tenant_id=document.tenant_id, payload=NoticeRequested(
+            text=text, target=document.notify, document_id=document.id, kind="unpacked")), QUEUE_NOTIFICATIONS)
+    log.info("unpacked archive", extra={"document_id": document.id, "members": queued, "skipped": len(skipped)})
+    return 0
 
 
 async def mark_failed(session: AsyncSession, envelope: Envelope, failure: Failure) -> None:

@@ -194,6 +194,33 @@ def test_new_version_replaces_the_old_one(stack: dict[str, str], db_url: str, tm
     assert asyncio.run(_vector_count(db_url, tmp_path, live.tenant_id)) == 0
 
 
+def test_a_zip_upload_becomes_one_job_of_its_documents(stack: dict[str, str], db_url: str, tmp_path: Path) -> None:
+    import zipfile
+
+    # Given a folder holding a note and a zip of two documents, an image and macOS junk
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    (folder / "hours.txt").write_text("The shop opens at 9:00 on weekdays.\n")
+    with zipfile.ZipFile(folder / "handbook.zip", "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("handbook/returns.md", "# Returns\n\nReturns are accepted within 30 days.\n")
+        z.writestr("handbook/care.html", "<h1>Care</h1><p>Wash linen shirts cold and hang them to dry.</p>")
+        z.writestr("handbook/logo.png", b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+        z.writestr("__MACOSX/handbook/._returns.md", b"\x00\x05\x16\x07")
+    # When the admin ingests the folder and waits
+    done = _parley(stack, "--json", "ingest", str(folder), "--tenant", "acme")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    # Then the archive's members took its place in the one job: 4 documents, the image failed
+    assert (report["total"], report["done"], report["failed"]) == (4, 3, 1), report
+    assert "3 of 4 indexed; 1 failed:" in report["report"]
+    docs = asyncio.run(_state(db_url, tmp_path))["docs"]
+    assert {n for n, d in docs.items() if d.status == DocumentStatus.indexed and d.chunk_count} == {
+        "hours.txt", "handbook.zip/handbook/returns.md", "handbook.zip/handbook/care.html"}
+    assert docs["handbook.zip"].status == DocumentStatus.indexed and docs["handbook.zip"].chunk_count == 0
+    assert docs["handbook.zip/handbook/logo.png"].status == DocumentStatus.failed
+    assert "only" in docs["handbook.zip/handbook/logo.png"].error
+
+
 async def _vector_count(db_url: str, tmp: Path, tenant_id: str) -> int:
     from parley.vectors import create_vector_index
 
