@@ -12,12 +12,19 @@ that arrive earlier are served anyway, just slower (the tenant loads on its firs
 
 `serve(settings)` runs the app on ``retrieval_host:retrieval_port`` until SIGTERM or SIGINT, then
 stops accepting, lets in-flight requests finish (aiohttp's shutdown timeout) and closes everything.
+
+The heap after warm-up (modules, models, the loaded tenants' indexes: ~110k tracked objects) lives
+as long as the process, so `serve` freezes it (``gc.freeze``) out of the cyclic garbage
+collector's full collections. Otherwise each full collection stopped the event loop for 40-90 ms,
+and the reader's refreshes while workers index allocate enough to trigger one every ~10 s:
+bench/isolation.py saw them as the whole p99 tail of queries answered during indexing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -55,11 +62,13 @@ class RetrievalDeps:
     vector_options: dict[str, Any] | None = None  # passed to create_vector_index (refresh_interval, ...)
 
 
-def create_app(settings: Settings, *, deps: RetrievalDeps | None = None) -> web.Application:
+def create_app(settings: Settings, *, deps: RetrievalDeps | None = None, freeze_heap: bool = False) -> web.Application:
+    """``freeze_heap``: after warm-up, freeze the heap out of the GC's full collections (the service's
+    own process only: `serve` sets it; a test process creating many apps would leak what it froze)."""
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BYTES)
     app[METRICS] = RetrievalMetrics()
     app[READINESS] = Readiness()
-    app.cleanup_ctx.append(partial(_resources, settings, deps or RetrievalDeps()))
+    app.cleanup_ctx.append(partial(_resources, settings, deps or RetrievalDeps(), freeze_heap))
     setup_routes(app)
     return app
 
@@ -75,7 +84,7 @@ def build_embedder(settings: Settings) -> Any:
     )
 
 
-async def _resources(settings: Settings, deps: RetrievalDeps, app: web.Application) -> AsyncIterator[None]:
+async def _resources(settings: Settings, deps: RetrievalDeps, freeze_heap: bool, app: web.Application) -> AsyncIterator[None]:
     config = deps.config or RetrievalConfig.from_settings(settings)
     closers: list[Any] = []  # (async) callables, run in reverse order at shutdown
     warm: asyncio.Task[None] | None = None
@@ -113,7 +122,7 @@ async def _resources(settings: Settings, deps: RetrievalDeps, app: web.Applicati
         closers.append(service.aclose)
         app[SERVICE] = service
         app[DB_CHECK] = partial(database_check, sessions)
-        warm = asyncio.create_task(_warm_up(service, app[READINESS], config), name="retrieval-warm-up")
+        warm = asyncio.create_task(_warm_up(service, app[READINESS], config, freeze_heap), name="retrieval-warm-up")
         log.info("retrieval service ready to accept queries", extra={"answerer": type(service.answerer).__name__})
         yield
     finally:
@@ -128,7 +137,7 @@ async def _resources(settings: Settings, deps: RetrievalDeps, app: web.Applicati
                 log.exception("closing %r failed", close)
 
 
-async def _warm_up(service: RetrievalService, readiness: Readiness, config: RetrievalConfig) -> None:
+async def _warm_up(service: RetrievalService, readiness: Readiness, config: RetrievalConfig, freeze_heap: bool = False) -> None:
     try:
         await service.embedder.embed_query("warm-up")
         readiness.embedder = True
@@ -150,6 +159,9 @@ async def _warm_up(service: RetrievalService, readiness: Readiness, config: Retr
                 raise
             except Exception:  # noqa: BLE001 - that tenant loads on its first query instead
                 log.exception("warming tenant %s failed", tenant_id)
+    if freeze_heap:  # see the module docstring
+        gc.collect()
+        gc.freeze()
     readiness.index = True
 
 
@@ -158,7 +170,7 @@ async def serve(settings: Settings, *, deps: RetrievalDeps | None = None) -> Non
     from parley.logging import configure_logging
 
     configure_logging(process_name="retrieval", level=settings.log_level, json_lines=settings.log_json)
-    app = create_app(settings, deps=deps)
+    app = create_app(settings, deps=deps, freeze_heap=True)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10.0)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -201,6 +201,11 @@ class EmbeddedVectorIndex:
         index = self._tenants.get(check_tenant(tenant_id))
         return None if index is None else index.stats()
 
+    @property
+    def follows_store(self) -> bool:
+        """True when this reader applies new writes by itself (every ``refresh_interval`` seconds)."""
+        return self.role == "reader" and self.refresh_interval > 0
+
     async def aclose(self) -> None:
         if self._closed:
             return

@@ -220,6 +220,35 @@ class TenantIndex:
                         vectors[start : start + ADD_SLICE], labels[start : start + ADD_SLICE],
                         num_threads=1, replace_deleted=True,
                     )
+        held = self._hold_files()
+        try:
+            self._apply_bm25_and_flip(changes, upserts, labels, end_seq)
+        finally:
+            for fd in held:  # the last reference to merged-away segment files: freed here, GIL released
+                os.close(fd)
+        self.changes_since_snapshot += len(changes)
+
+    def _hold_files(self) -> list[int]:
+        """Open every file of the on-disk BM25 index for the length of one apply.
+
+        A commit can merge segments and delete their files; the searcher we then drop is their last
+        user, and freeing a deleted file's blocks (ext4 journal, behind the workers' fsyncs) used to
+        happen inside that drop - with the GIL and the write lock held, 30-135 ms every few applies
+        (bench/isolation.py), stalling every search and the event loop. Holding a descriptor moves
+        that cost to ``os.close``, which releases the GIL, in this (index) thread."""
+        if self.directory is None:
+            return []
+        held = []
+        with os.scandir(self.directory / "bm25") as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    try:
+                        held.append(os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC))
+                    except OSError:  # deleted meanwhile: nothing to hold
+                        pass
+        return held
+
+    def _apply_bm25_and_flip(self, changes: Sequence[Change], upserts: list[Change], labels: np.ndarray, end_seq: int) -> None:
         writer = self._bm25.writer(heap_size=WRITER_HEAP, num_threads=1)
         try:
             for change in changes:
@@ -242,9 +271,9 @@ class TenantIndex:
                 self._label_of[change.id] = label
                 self._ids[label] = change.id
             self._visible_next = len(self._ids)
-            self._searcher = searcher
+            self._searcher, searcher = searcher, self._searcher
             self.seq = end_seq
-        self.changes_since_snapshot += len(changes)
+        del searcher  # the old one, dropped outside the write lock
 
     def _prepare_graph(self, dim: int, extra: int) -> None:
         if self._hnsw is None:
