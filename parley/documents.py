@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.blobs import StoredBlob
-from parley.bus import Envelope, stage
+from parley.bus import Envelope, context, stage
 from parley.contracts import DOCUMENT_UPLOADED, QUEUE_DOCUMENTS, DocumentUploaded
 from parley.db import utcnow
 from parley.models import Document, DocumentStatus, Job, JobItem, JobItemStatus, JobStatus
@@ -97,7 +97,11 @@ async def submit_upload(
     job_id: str | None = None,
     correlation_id: str | None = None,
 ) -> Submitted:
-    """Record an uploaded file and queue it for indexing (published after the caller commits)."""
+    """Record an uploaded file and queue it for indexing (published after the caller commits).
+
+    The correlation id defaults to the one bound in the logging context (the request or message
+    that brought the file), so the document row, the worker's log lines and its notice share it."""
+    correlation_id = correlation_id or context.correlation_id()
     repo = DocumentRepository(session, tenant_id)
     key = idempotency_key or f"sha256:{blob.sha256}"
     existing = await repo.by_idempotency_key(key) or await repo.by_sha(blob.sha256)
@@ -149,6 +153,17 @@ async def submit_upload(
 
 
 async def _add_job_item(session: AsyncSession, tenant_id: str, job_id: str, document: Document, *, already_done: bool) -> None:
+    found = await session.execute(select(JobItem.id).where(
+        JobItem.tenant_id == tenant_id, JobItem.job_id == job_id, JobItem.item_key == document.id))
+    if found.first() is not None:
+        # The same content twice in one upload (a copied file, twins in a ZIP): one document, counted
+        # once; the job's total drops by the copy, or it would wait for an item that never comes.
+        await session.execute(
+            update(Job).where(Job.tenant_id == tenant_id, Job.id == job_id).values(total=Job.total - 1)
+            .execution_options(synchronize_session=False)
+        )
+        await _close_if_complete(session, tenant_id, job_id)
+        return
     item = JobItem(
         tenant_id=tenant_id, job_id=job_id, item_key=document.id, label=document.filename,
         status=JobItemStatus.done if already_done else JobItemStatus.pending,

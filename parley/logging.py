@@ -27,6 +27,19 @@ def bound(**fields: Any) -> Iterator[None]:
         _context.reset(token)
 
 
+@contextlib.contextmanager
+def silenced(name: str) -> Iterator[None]:
+    """Mute a library's logger for a block whose failure the caller reports itself (e.g. aiormq's
+    "error when creating transport" while a check probes a broker that is down)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def current_context() -> dict[str, Any]:
     return dict(_context.get())
 

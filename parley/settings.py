@@ -95,6 +95,21 @@ class Settings(BaseSettings):
     retrieval_port: int = Field(default=8081, description="Retrieval service port.")
     retrieval_url: str | None = Field(default=None, description="Where the gateway finds the retrieval service.")
     worker_nice: int = Field(default=19, ge=0, le=19, description="OS niceness of ingestion workers (19 = lowest priority).")
+    worker_metrics_host: str = Field(default="127.0.0.1", description="Bind address of each worker's /healthz and /metrics endpoint.")
+    worker_metrics_port: int = Field(
+        default=0, ge=-1, le=65535,
+        description="Port of a worker's /healthz and /metrics. 0: a free port, logged at start; -1: no endpoint. "
+        "`parley up` gives the documents worker this port and the catalog worker the next (8082, 8083 when 0).",
+    )
+    parse_time_limit_seconds: float = Field(
+        default=60.0, gt=0, description="Seconds one document may take to parse; past it the parser is killed and the document fails (parse_timeout)."
+    )
+    parse_memory_limit_mb: int = Field(
+        default=768, ge=64, description="Memory one document's parser may use, in MB; past it the document fails (memory_limit)."
+    )
+    parser_plugins: str = Field(
+        default="", description="Comma-separated Python files the parser sandbox loads before parsing (extra formats: ingestion.documents.extract.register_format)."
+    )
 
     # --- retrieval (answer path) ------------------------------------------------------
     retrieval_top_k: int = Field(default=40, ge=1, description="Candidates taken from each search leg before fusion.")
@@ -174,6 +189,10 @@ class Settings(BaseSettings):
     @property
     def effective_blob_dir(self) -> Path:
         return self.blob_dir or self.data_dir / "blobs"
+
+    @property
+    def parser_plugin_paths(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.parser_plugins.split(",") if p.strip())
 
     @property
     def effective_public_url(self) -> str:

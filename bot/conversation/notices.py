@@ -17,12 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.conversation.schemas import Channel, DeliveryError, Reply
 from bot.metrics import GatewayMetrics
-from parley.bus import Broker, Consumer, Permanent, Received, Retryable
+from parley.bus import Broker, Consumer, Permanent, Received, Retryable, mark_processed
 from parley.contracts import NOTICE_REQUESTED, QUEUE_NOTIFICATIONS, NoticeRequested
 
 log = logging.getLogger("parley.gateway.notices")
 
 SILENT_CHANNELS = {"web", "cli", "api"}
+POSTING = "gateway-notifier:posted"  # processed_message marker of a notice posted (see on_notice)
 
 
 def notifications_consumer(
@@ -47,6 +48,14 @@ def notifications_consumer(
         if channel is None:
             metrics.notices.labels(kind, "no_channel").inc()
             raise Permanent(f"no {kind!r} channel is configured in this gateway", code="no_channel")
+        # Copies of one notice in flight at once (a relay's at-least-once republish, two workers failing
+        # the same upload) all passed the wrapper's "already processed?" check. This marker, written
+        # before the post in the handler's transaction, makes them take turns: a copy that finds it
+        # waits for the first copy's transaction, then finds the post done (or, if that one failed and
+        # rolled back, posts itself).
+        if not await mark_processed(msg.session, POSTING, msg.envelope.idempotency_key, msg.envelope.id):
+            metrics.notices.labels(kind, "duplicate").inc()
+            return
         try:
             await channel.send(tenant_id=msg.envelope.tenant_id or "", route=target, reply=Reply(msg.payload.text), progress={})
         except DeliveryError as exc:

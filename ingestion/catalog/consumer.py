@@ -28,6 +28,7 @@ from parley import runtime
 from parley.bus import Broker, Consumer, OutboxRelay, Received, run_consumer
 from parley.crypto import load_secret_box
 from parley.db import create_engine, create_sessionmaker
+from parley.observability import WorkerMetrics, start_worker_endpoint
 from parley.settings import Settings
 from parley.vectors import create_vector_index
 
@@ -57,6 +58,7 @@ def catalog_consumer(deps: CatalogDeps, broker: Broker, *, max_attempts: int, pr
 
 async def run_catalog_worker(settings: Settings, *, stop: asyncio.Event | None = None,
                              config: ShopifyConfig | None = None, prefetch: int = 2) -> None:
+    runtime.niceness_across_sessions()  # nice 19 under `parley up` must count against the retrieval service too
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -74,14 +76,19 @@ async def run_catalog_worker(settings: Settings, *, stop: asyncio.Event | None =
     embedder = await asyncio.to_thread(runtime.embedder, settings)
     index = create_vector_index(settings, role="writer", sessions=sessions)
     http = aiohttp.ClientSession()
-    deps = CatalogDeps(sessions=sessions, embedder=embedder, index=index, config=config,
+    metrics = WorkerMetrics("catalog-worker")
+    deps = CatalogDeps(sessions=sessions, embedder=embedder, index=metrics.counting(index), config=config,
                        box=load_secret_box(settings), http=http)
     consumer = catalog_consumer(deps, broker, max_attempts=settings.max_attempts, prefetch=prefetch)
+    metrics.watch(consumer)
+    endpoint = await start_worker_endpoint(settings, metrics, broker=broker, sessions=sessions, queue=QUEUE_CATALOG)
     log.info("catalog worker consuming", extra={"queue": QUEUE_CATALOG, "nice": os.nice(0),
                                                  "api_version": config.api_version})
     try:
         await run_consumer(consumer, stop)
     finally:
+        if endpoint is not None:
+            await endpoint.aclose()
         await relay.flush()
         await relay.stop()
         await http.close()

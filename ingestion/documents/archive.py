@@ -5,7 +5,7 @@ upload (it is stored and queued as a document, so the ack stays instant); the do
 which owns the CPU budget for unpacking, finds it is an archive and expands it here:
 
 * the central directory is checked before anything is inflated (member count, total size,
-  compression ratio: `sniff.check_zip_limits`), so a zip bomb fails as one readable reason;
+  compression ratio: `sniff.zip_limits_problem`), so a zip bomb fails as one readable reason;
 * members that are folders, hidden files, macOS resource forks or nested archives are skipped
   (nested archives are not expanded: one level only, so a recursive bomb cannot grow);
 * every other member becomes its own document, stored in the blob store and submitted with
@@ -31,7 +31,7 @@ from pathlib import PurePosixPath
 from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ingestion.documents.sniff import ZipLimits, check_zip_limits
+from ingestion.documents.sniff import ZipLimits, zip_limits_problem
 from parley.blobs import BlobStore
 from parley.bus import Permanent
 from parley.documents import create_job, submit_upload
@@ -75,11 +75,9 @@ def unpack(data: bytes, *, max_member_bytes: int, limits: ZipLimits = ARCHIVE_LI
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             infos = archive.infolist()
-            try:
-                check_zip_limits(infos, limits)
-            except Exception as exc:  # UnsupportedDocument from the bomb checks
-                raise Permanent(f"the archive cannot be unpacked: {getattr(exc, 'message', exc)}",
-                                code="archive_bomb") from None
+            problem = zip_limits_problem(infos, limits)
+            if problem is not None:
+                raise Permanent(f"the archive cannot be unpacked: {problem}", code="archive_bomb")
             members: list[Member] = []
             skipped: list[str] = []
             for info in infos:

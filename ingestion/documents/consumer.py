@@ -23,6 +23,7 @@ from parley import runtime
 from parley.bus import Broker, Consumer, OutboxRelay, Received, run_consumer
 from parley.contracts import DOCUMENT_UPLOADED, QUEUE_DOCUMENTS, DocumentUploaded
 from parley.db import create_engine, create_sessionmaker
+from parley.observability import WorkerMetrics, start_worker_endpoint
 from parley.settings import Settings
 from parley.vectors import create_vector_index
 
@@ -49,6 +50,7 @@ class WorkerRuntime:
 
 
 async def run_document_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    runtime.niceness_across_sessions()  # nice 19 under `parley up` must count against the retrieval service too
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -61,13 +63,20 @@ async def run_document_worker(settings: Settings, *, stop: asyncio.Event | None 
     await relay.start()
     embedder = await asyncio.to_thread(runtime.embedder, settings)
     index = create_vector_index(settings, role="writer", sessions=sessions)
-    deps = IndexingDeps(sessions=sessions, blobs=BlobStore(settings.effective_blob_dir), embedder=embedder, index=index,
-                        max_member_bytes=settings.max_upload_bytes)
+    metrics = WorkerMetrics("documents-worker")
+    deps = IndexingDeps(sessions=sessions, blobs=BlobStore(settings.effective_blob_dir), embedder=embedder,
+                        index=metrics.counting(index),
+                        max_member_bytes=settings.max_upload_bytes, parse_time_limit_s=settings.parse_time_limit_seconds,
+                        parse_memory_limit_mb=settings.parse_memory_limit_mb, parser_plugins=settings.parser_plugin_paths)
     consumer = document_consumer(deps, broker, max_attempts=settings.max_attempts)
+    metrics.watch(consumer)
+    endpoint = await start_worker_endpoint(settings, metrics, broker=broker, sessions=sessions, queue=QUEUE_DOCUMENTS)
     log.info("document worker consuming", extra={"queue": QUEUE_DOCUMENTS, "nice": os.nice(0)})
     try:
         await run_consumer(consumer, stop)
     finally:
+        if endpoint is not None:
+            await endpoint.aclose()
         await relay.flush()
         await relay.stop()
         await index.aclose()

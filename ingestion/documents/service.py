@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ingestion.documents.chunking import Chunk as TextChunk
@@ -46,6 +46,8 @@ class IndexingDeps:
     index: VectorIndex
     parse_time_limit_s: float = 60.0
     parse_memory_limit_mb: int = 768
+    #: Python files the parser sandbox loads first (extra formats; `extract.register_format`).
+    parser_plugins: tuple[str, ...] = ()
     #: Largest member of an uploaded ZIP archive that is queued as a document.
     max_member_bytes: int = 25 * 1024 * 1024
 
@@ -73,10 +75,20 @@ async def index_document(deps: IndexingDeps, session: AsyncSession, *, tenant_id
     if document.status in (DocumentStatus.indexed, DocumentStatus.deleted):
         return None  # a duplicate delivery, or deleted while queued
 
+    # Compare-and-set, not read-then-write: a redelivered copy of this message (the broker requeues
+    # unacked deliveries the moment a connection drops) can run while the first copy commits; setting
+    # "processing" unconditionally would overwrite its "indexed", and the copy's own result is then
+    # rolled back as a duplicate, leaving the document stuck (seen in tests/faults/test_broker_drop.py).
     async with unit_of_work(deps.sessions, tenant_id=tenant_id) as progress:
-        row = await DocumentRepository(progress, tenant_id).get(document_id)
-        row.status = DocumentStatus.processing
-        row.attempts += 1
+        claimed = await progress.execute(
+            update(Document)
+            .where(Document.tenant_id == tenant_id, Document.id == document_id,
+                   Document.status.not_in([DocumentStatus.indexed, DocumentStatus.deleted]))
+            .values(status=DocumentStatus.processing, attempts=Document.attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+    if claimed.rowcount == 0:
+        return None  # indexed or deleted meanwhile, by another copy of this message
 
     started = time.perf_counter()
     try:
@@ -88,7 +100,7 @@ async def index_document(deps: IndexingDeps, session: AsyncSession, *, tenant_id
     try:
         extracted = await extract_document(
             data, filename=document.filename, declared_mime=document.mime_type,
-            time_limit_s=deps.parse_time_limit_s, memory_limit_mb=deps.parse_memory_limit_mb,
+            time_limit_s=deps.parse_time_limit_s, memory_limit_mb=deps.parse_memory_limit_mb, plugins=deps.parser_plugins,
         )
     except ExtractionError as exc:
         cls = Retryable if exc.retryable else Permanent
@@ -173,12 +185,14 @@ async def mark_failed(session: AsyncSession, envelope: Envelope, failure: Failur
     document.status = DocumentStatus.failed
     document.error_code = failure.code
     document.error = reason
+    # Two copies of one message can fail at the same time (a duplicate delivery): both run this hook.
+    # The notice's idempotency key is the message's, so the person is told once.
     await _notify(session, document, ok=False, text=f"could not index {document.filename}: {reason}",
-                  error_code=failure.code, error=reason)
+                  error_code=failure.code, error=reason, idempotency_key=f"document-failed:{envelope.id}")
 
 
 async def _notify(session: AsyncSession, document: Document, *, ok: bool, text: str,
-                  error_code: str | None = None, error: str | None = None) -> None:
+                  error_code: str | None = None, error: str | None = None, idempotency_key: str | None = None) -> None:
     tenant_id = document.tenant_id
     if document.job_id:
         job = await finish_job_item(session, tenant_id=tenant_id, job_id=document.job_id, item_key=document.id,
@@ -190,8 +204,8 @@ async def _notify(session: AsyncSession, document: Document, *, ok: bool, text: 
     # Items of a bulk job carry no notify of their own: they speak through the job's report.
     if document.notify:
         stage(session, Envelope.new(NOTICE_REQUESTED, tenant_id=tenant_id, payload=NoticeRequested(
-            text=text, target=document.notify, document_id=document.id, kind="indexed" if ok else "failed")),
-            QUEUE_NOTIFICATIONS)
+            text=text, target=document.notify, document_id=document.id, kind="indexed" if ok else "failed"),
+            idempotency_key=idempotency_key), QUEUE_NOTIFICATIONS)
 
 
 def _item(tenant_id: str, document: Document, chunk: TextChunk, vector, title: str) -> IndexItem:  # type: ignore[no-untyped-def]

@@ -189,17 +189,25 @@ def _zip_kind(names: set[str], archive: zipfile.ZipFile) -> str:
 
 
 def check_zip_limits(infos: list[zipfile.ZipInfo], limits: ZipLimits) -> None:
+    problem = zip_limits_problem(infos, limits)
+    if problem is not None:
+        raise _bomb(problem)
+
+
+def zip_limits_problem(infos: list[zipfile.ZipInfo], limits: ZipLimits) -> str | None:
+    """Why the central directory looks like a zip bomb ("it contains more than ... files"), or None."""
     if len(infos) > limits.max_members:
-        raise _bomb(f"it contains more than {limits.max_members} files")
+        return f"it contains more than {limits.max_members} files"
     total = sum(info.file_size for info in infos)
     if total > limits.max_total_uncompressed:
         mb = limits.max_total_uncompressed // (1024 * 1024)
-        raise _bomb(f"it expands to more than {mb} MB when unpacked")
+        return f"it expands to more than {mb} MB when unpacked"
     for info in infos:
         if info.file_size > limits.ratio_applies_above:
             ratio = info.file_size / max(info.compress_size, 1)
             if ratio > limits.max_ratio:
-                raise _bomb(f"a part is compressed {ratio:.0f}:1, which only a zip bomb does")
+                return f"a part is compressed {ratio:.0f}:1, which only a zip bomb does"
+    return None
 
 
 def _bomb(why: str) -> DocumentUnreadable:

@@ -42,6 +42,14 @@ class Outgoing:
         )
 
 
+@dataclass(frozen=True)
+class QueueStats:
+    """What a queue declaration reports: messages ready (not yet delivered) and consumers attached."""
+
+    messages: int
+    consumers: int
+
+
 class Delivery(Protocol):
     """One received message (aio-pika's ``IncomingMessage`` satisfies this)."""
 
@@ -94,3 +102,6 @@ class Broker(Protocol):
 
     async def message_count(self, name: str) -> int:
         """Messages ready in a queue (full name, e.g. ``topology.dlq("documents")``)."""
+
+    async def queue_stats(self, names: list[str]) -> dict[str, QueueStats | None]:
+        """Ready messages and consumers of each queue (full names); None for a queue that does not exist."""

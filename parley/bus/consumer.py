@@ -5,12 +5,16 @@ Per delivery::
     parse envelope ── unreadable ────────────────────────────────────────────► dead letter
     bind correlation/message/tenant ids into the logging context
     unit of work (session bound to the message's tenant):
-        already processed by this consumer? ── yes: commit, ack ("duplicate")
+        already processed by this consumer, or this very message already dead-lettered?
+                                            ── yes: commit, ack ("duplicate")
         handler(Received(envelope, payload, session)), within handler_timeout (25 min < consumer_timeout)
         mark processed (conflict: a concurrent copy won, roll back, ack)
         drop the message from its tenant's backlog
     commit ─► ack                                                                     ("ok")
-    error ─► Failure.of(exc): retryable and attempt < max_attempts
+    error ─► the database does not answer? ─► not the message's fault: its attempt does not count; hold it
+             (the prefetch window fills, so the consumer stops taking work) until the database answers
+             or ``outage_hold`` passed, then nack(requeue)                                    ("requeued")
+             Failure.of(exc): retryable and attempt < max_attempts
                  ─► republish attempt+1 through a delay tier (exponential backoff, jitter), ack   ("retry")
              otherwise
                  ─► unit of work: on_dead_letter hook + dead_letter row + backlog; commit
@@ -36,11 +40,12 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.bus import context
 from parley.bus.broker import Broker, Delivery, Outgoing, Subscription
-from parley.bus.dead_letters import record_dead_letter
+from parley.bus.dead_letters import is_dead_lettered, record_dead_letter
 from parley.bus.envelope import (
     H_ATTEMPT,
     H_ATTEMPTS,
@@ -74,6 +79,8 @@ class Received(Generic[P]):
 
 
 Handler = Callable[[Received[Any]], Awaitable[None]]
+#: ``(outcome, envelope or None, failure or None, seconds)``, called once per delivery (metrics).
+OutcomeListener = Callable[[str, Envelope | None, Failure | None, float], None]
 #: ``(session, envelope, failure)``, run in its own unit of work before the DLQ publish.
 DeadLetterHook = Callable[[AsyncSession, Envelope, Failure], Awaitable[None]]
 
@@ -121,6 +128,7 @@ class Consumer:
         idempotent: bool = True,
         requeue_pause: float = 1.0,
         handler_timeout: float | None = 25 * 60,
+        outage_hold: float = 60.0,
     ) -> None:
         broker.topology.check(queue)
         self.name = name
@@ -135,8 +143,12 @@ class Consumer:
         self.requeue_pause = requeue_pause
         # RabbitMQ closes the channel of a delivery unacked for 30 min (consumer_timeout): give up first.
         self.handler_timeout = handler_timeout
+        #: How long a delivery is held while the database is unreachable before it goes back to the queue.
+        self.outage_hold = outage_hold
         #: How each delivery ended: ok, duplicate, retry, dead, requeued.
         self.outcomes: collections.Counter[str] = collections.Counter()
+        #: Called with every delivery's outcome (`parley.observability` counts them); must not block.
+        self.listeners: list[OutcomeListener] = []
         self._routes: dict[str, Route] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._subscription: Subscription | None = None
@@ -245,6 +257,11 @@ class Consumer:
                 if self.idempotent and await already_processed(session, self.name, key):
                     await finish_pending(session, envelope.id)
                     return "duplicate"
+                if await is_dead_lettered(session, queue=self.queue, message_id=envelope.id):
+                    # A copy of a message that already failed for good (a duplicate, or a redelivery
+                    # after a crash between the dead-letter commit and the ack): its outcome stands.
+                    await finish_pending(session, envelope.id)
+                    return "duplicate"
                 await route.handler(Received(envelope, route.parse(envelope), session, self.name))
                 if self.idempotent and not await mark_processed(session, self.name, key, envelope.id):
                     raise _AlreadyDone
@@ -258,6 +275,13 @@ class Consumer:
         return "ok"
 
     async def _fail(self, delivery: Delivery, envelope: Envelope, route: Route | None, failure: Failure) -> str:
+        if failure.retryable and not await self._database_answers():
+            # An outage, not a bad message: retrying would burn its attempts (and every queued message's)
+            # and could dead-letter good work the moment the database is back. Wait it out instead.
+            log.warning("%s: the database does not answer; holding the message until it does", self.name)
+            await self._await_database()
+            await self._settle(delivery.nack(requeue=True))
+            return "requeued"
         history = _history(delivery) + [{"attempt": envelope.attempt, "at": utcnow().isoformat(), "error": failure.reason}]
         if failure.retryable and envelope.attempt < self.max_attempts:
             headers = {**_carry(delivery.headers), H_ATTEMPTS: history, H_ERROR: failure.reason, H_ERROR_CODE: failure.code}
@@ -279,8 +303,8 @@ class Consumer:
         try:
             await self._record(delivery, envelope, hook, history, failure)
         except Exception:
-            if hook is None:
-                raise
+            if hook is None or not await self._database_answers():
+                raise  # the database is down, not the hook: _guard gives the message back to the queue
             log.exception("%s: on_dead_letter hook failed; recording the dead letter without it", self.name)
             failure = Failure(failure.code, f"{failure.reason} (and the on_dead_letter hook failed)", False)
             await self._record(delivery, envelope, None, history, failure)
@@ -326,6 +350,25 @@ class Consumer:
         tenant_id = envelope.tenant_id if envelope is not None else None
         return unit_of_work(self.sessions, tenant_id=tenant_id, admin=tenant_id is None)
 
+    async def _database_answers(self) -> bool:
+        try:
+            async with asyncio.timeout(10), self.sessions() as session:
+                await session.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    async def _await_database(self) -> None:
+        """Probe with growing pauses until the database answers, ``outage_hold`` passes, or we stop."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.outage_hold
+        pause = self.requeue_pause
+        while not self._stopping and loop.time() < deadline:
+            await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+            if await self._database_answers():
+                return
+            pause = min(pause * 2, 5.0)
+
     async def _guard(self, delivery: Delivery, step: Awaitable[str]) -> str:
         """Run a retry / dead-letter step; if it fails (broker or database down), requeue the message."""
         try:
@@ -345,7 +388,13 @@ class Consumer:
 
     def _log(self, outcome: str, envelope: Envelope | None, started: float, failure: Failure | None) -> None:
         self.outcomes[outcome] += 1
-        ms = (time.monotonic() - started) * 1000
+        elapsed = time.monotonic() - started
+        ms = elapsed * 1000
+        for listener in self.listeners:
+            try:
+                listener(outcome, envelope, failure, elapsed)
+            except Exception:  # a metric must never fail a message
+                log.exception("%s: outcome listener failed", self.name)
         level = logging.WARNING if outcome in ("dead", "requeued") else logging.INFO
         log.log(
             level,

@@ -60,6 +60,14 @@ async def record_dead_letter(
     return row
 
 
+async def is_dead_lettered(session: AsyncSession, *, queue: str, message_id: str) -> bool:
+    """True if this very message (not a replay of it: those get a new id) already ended in the DLQ."""
+    found = await session.execute(
+        select(DeadLetter.id).where(DeadLetter.queue == queue, DeadLetter.message_id == message_id, DeadLetter.status == "dead")
+    )
+    return found.first() is not None
+
+
 async def list_dead_letters(
     session: AsyncSession,
     *,

@@ -12,10 +12,11 @@ import asyncio
 import dataclasses
 import heapq
 import itertools
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from parley.bus.broker import DeliveryCallback, Outgoing
+from parley.bus.broker import DeliveryCallback, Outgoing, QueueStats
 from parley.bus.envelope import H_DELAY
 from parley.bus.topology import Topology
 
@@ -26,6 +27,7 @@ _sequence = itertools.count()
 class _Queue:
     heap: list[tuple[int, int, Outgoing, bool]] = field(default_factory=list)
     ready: asyncio.Condition = field(default_factory=asyncio.Condition)
+    consumers: int = 0
 
     async def put(self, message: Outgoing, *, redelivered: bool = False, seq: int | None = None) -> None:
         async with self.ready:
@@ -66,6 +68,7 @@ class _MemorySubscription:
         self._callback = callback
         self._unacked: set[_MemoryDelivery] = set()
         self._task = asyncio.create_task(self._pump())
+        queue.consumers += 1
 
     def release(self, delivery: _MemoryDelivery) -> None:
         if delivery in self._unacked:
@@ -84,6 +87,7 @@ class _MemorySubscription:
 
     async def cancel(self) -> None:
         if not self._task.done():
+            self.queue.consumers -= 1
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
@@ -99,6 +103,7 @@ class InMemoryBroker:
         self._queues: dict[str, _Queue] = {}
         self.dead: dict[str, list[Outgoing]] = {}
         self._timers: set[asyncio.TimerHandle] = set()
+        self._subscriptions: weakref.WeakSet[_MemorySubscription] = weakref.WeakSet()
 
     @property
     def is_connected(self) -> bool:
@@ -137,7 +142,9 @@ class InMemoryBroker:
 
     async def consume(self, queue: str, *, prefetch: int, callback: DeliveryCallback) -> _MemorySubscription:
         self.topology.check(queue)
-        return _MemorySubscription(self._queues[queue], prefetch, callback)
+        subscription = _MemorySubscription(self._queues[queue], prefetch, callback)
+        self._subscriptions.add(subscription)
+        return subscription
 
     async def drain_dead(self, queue: str, message_ids: set[str]) -> int:
         kept = [m for m in self.dead[queue] if m.message_id not in message_ids]
@@ -152,6 +159,22 @@ class InMemoryBroker:
             if name == self.topology.dlq(kind):
                 return len(self.dead[kind])
         raise KeyError(name)
+
+    async def queue_stats(self, names: list[str]) -> dict[str, QueueStats | None]:
+        stats: dict[str, QueueStats | None] = {}
+        for name in names:
+            stats[name] = None
+            for kind, q in self._queues.items():
+                if name == self.topology.queue(kind):
+                    stats[name] = QueueStats(messages=len(q.heap), consumers=q.consumers)
+                elif name == self.topology.dlq(kind):
+                    stats[name] = QueueStats(messages=len(self.dead[kind]), consumers=0)
+        return stats
+
+    def pending(self) -> int:
+        """Messages that would be dropped if the process stopped now: queued, unacked, or waiting in a delay tier."""
+        unacked = sum(len(s._unacked) for s in self._subscriptions)
+        return sum(len(q.heap) for q in self._queues.values()) + unacked + len(self._timers)
 
     def __repr__(self) -> str:
         sizes: dict[str, Any] = {k: len(q.heap) for k, q in self._queues.items()}

@@ -239,6 +239,23 @@ async def _backlog(session: AsyncSession, queues: set[str]) -> dict[tuple[str, s
     return {(queue, tenant): count for queue, tenant, count in result.all()}
 
 
+async def requeue_unfinished(sessions: async_sessionmaker[AsyncSession]) -> int:
+    """After a broker lost its messages (the in-memory broker of ``parley up --single-process``, at
+    exit): every message published and never finished goes back to the outbox, for the relay to
+    publish again. Consumers are idempotent, so one that did finish meanwhile changes nothing.
+    Only for a database no RabbitMQ-backed process shares. Returns how many were re-queued."""
+    async with unit_of_work(sessions) as session:
+        unfinished = select(PendingMessage.message_id).scalar_subquery()
+        result = await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.message_id.in_(unfinished), OutboxMessage.published_at.is_not(None))
+            .values(published_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(delete(PendingMessage))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 async def finish_pending(session: AsyncSession, message_id: str) -> None:
     """The consumer finished (or dead-lettered) the message: it no longer counts in its tenant's backlog."""
     await session.execute(delete(PendingMessage).where(PendingMessage.message_id == message_id))

@@ -14,7 +14,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
-from parley.bus.broker import DeliveryCallback, Outgoing
+from parley.bus.broker import DeliveryCallback, Outgoing, QueueStats
 from parley.bus.envelope import H_DELAY
 from parley.bus.topology import Topology
 
@@ -41,6 +41,30 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> dict
 
 async def _declare_work_queue(channel: AbstractChannel, topology: Topology, kind: str) -> AbstractQueue:
     return await channel.declare_queue(topology.queue(kind), durable=True, arguments=topology.work_queue_arguments())
+
+
+async def inspect_queues(connection: aio_pika.abc.AbstractConnection, names: list[str]) -> dict[str, QueueStats | None]:
+    """Passive declarations (they create nothing): ready messages and consumers of each queue, as
+    RabbitMQ's declare-ok reports them; None for a queue that does not exist. No management plugin needed."""
+    stats: dict[str, QueueStats | None] = {}
+    channel = await connection.channel()
+    try:
+        for name in names:
+            try:
+                if isinstance(channel, aio_pika.abc.AbstractRobustChannel):  # do not re-declare it on reconnect
+                    queue = await channel.declare_queue(name, passive=True, robust=False)
+                else:
+                    queue = await channel.declare_queue(name, passive=True)
+            except aio_pika.exceptions.ChannelClosed:  # 404 NOT_FOUND closes the channel
+                stats[name] = None
+                channel = await connection.channel()
+                continue
+            result = queue.declaration_result
+            stats[name] = QueueStats(messages=result.message_count or 0, consumers=result.consumer_count or 0)
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    return stats
 
 
 class _RabbitSubscription:
@@ -197,6 +221,9 @@ class RabbitBroker:
             return queue.declaration_result.message_count or 0
         finally:
             await channel.close()
+
+    async def queue_stats(self, names: list[str]) -> dict[str, QueueStats | None]:
+        return await inspect_queues(self.connection, names)
 
     async def delete_topology(self) -> None:
         """Delete every queue and exchange of this topology (tests; ``parley bus reset``)."""

@@ -76,3 +76,50 @@ async def test_graceful_stop_requeues_in_memory(sessions) -> None:
     await consumer.stop(timeout=0.05)
     assert consumer.outcomes == {"requeued": 2}
     assert await broker.message_count(broker.topology.queue("documents")) == 3
+
+
+async def test_what_an_in_memory_broker_held_at_exit_is_requeued_at_the_next_start(sessions) -> None:
+    from parley.bus.outbox import requeue_unfinished
+
+    topology = new_topology()
+    # Given two uploads published to an in-memory broker, one of them handled
+    first = InMemoryBroker(topology)
+    await first.start()
+    await stage_committed(sessions, [Envelope.new("document.uploaded", tenant_id="A", payload={"n": n}) for n in (1, 2)],
+                          "documents")
+    assert await OutboxRelay(sessions, first).flush() == 2
+    handled: list[int] = []
+    consumer = Consumer(name="worker", queue="documents", broker=first, sessions=sessions, prefetch=1)
+
+    @consumer.handler("document.uploaded")
+    async def index(msg: Received[dict]) -> None:
+        handled.append(msg.payload["n"])
+        if len(handled) == 1:
+            await asyncio.Event().wait()  # the second one is still in flight when the process stops
+
+    async with consuming(consumer, shutdown_timeout=0.1):
+        await eventually(lambda: len(handled) == 1)
+        stats = await first.queue_stats([topology.queue("documents"), topology.dlq("documents"), "nope"])
+        assert stats[topology.queue("documents")].consumers == 1 and stats[topology.queue("documents")].messages == 1
+        assert stats[topology.dlq("documents")].messages == 0 and stats["nope"] is None
+        assert first.pending() == 2  # one queued, one unacked
+    await first.close()
+    # When the process starts again with a new in-memory broker
+    second = InMemoryBroker(topology)
+    await second.start()
+    assert await requeue_unfinished(sessions) == 2
+    assert await OutboxRelay(sessions, second).flush() == 2
+    # Then both messages are there again
+    assert await second.message_count(topology.queue("documents")) == 2
+    again = Consumer(name="worker", queue="documents", broker=second, sessions=sessions)
+
+    @again.handler("document.uploaded")
+    async def finish(msg: Received[dict]) -> None:
+        handled.append(msg.payload["n"])
+
+    async with consuming(again):
+        await eventually(lambda: again.outcomes["ok"] == 2)
+    # And once they are finished, a later start has nothing left to re-queue
+    assert sorted(handled[1:]) == [1, 2]
+    assert await requeue_unfinished(sessions) == 0
+    await second.close()

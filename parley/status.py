@@ -1,0 +1,129 @@
+"""What the platform is doing right now: queues, workers, the outbox, documents and jobs.
+
+Read by ``parley status`` and by the workers' ``/metrics``. Two sources:
+
+* RabbitMQ, through passive queue declarations (they create nothing and need no management
+  plugin): each work queue's ready messages and consumers (= workers attached), and its DLQ's
+  depth. A declare-ok counts *ready* messages only; the ones a worker holds unacked are not in it.
+* The database: ``pending_message`` (published, not yet finished by a consumer: the backlog the
+  fairness scheme keeps per tenant, in-flight included) gives each queue's backlog and the age of
+  its oldest message; ``outbox_message`` rows not yet published are the outbox backlog (the broker
+  was down, or a relay is behind); documents by status and running jobs per tenant.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley.bus import Topology
+from parley.bus.broker import QueueStats
+from parley.bus.models import PendingMessage
+from parley.bus.rabbit import inspect_queues
+from parley.db import utcnow
+from parley.logging import silenced
+from parley.models import Document, Job, JobStatus, OutboxMessage
+
+
+@dataclass
+class Backlog:
+    count: int = 0
+    oldest: dt.datetime | None = None
+
+    def age_seconds(self, now: dt.datetime | None = None) -> float | None:
+        if self.oldest is None:
+            return None
+        return max(0.0, ((now or utcnow()) - self.oldest).total_seconds())
+
+
+@dataclass
+class QueueReport:
+    queue: str  # logical name: documents, catalog, notifications
+    ready: int | None = None  # None: the broker could not be asked, or the queue does not exist yet
+    consumers: int | None = None
+    dead_letters: int | None = None
+    backlog: int = 0
+    oldest_age_s: float | None = None
+
+
+# --- database -----------------------------------------------------------------------------
+
+
+async def pending_backlog(session: AsyncSession, queues: list[str] | None = None) -> dict[str, Backlog]:
+    """Per work queue: messages published and not yet finished (in flight included), and the oldest."""
+    stmt = select(PendingMessage.queue, func.count(), func.min(PendingMessage.published_at)).group_by(PendingMessage.queue)
+    if queues is not None:
+        stmt = stmt.where(PendingMessage.queue.in_(queues))
+    out: dict[str, Backlog] = {}
+    for queue, count, oldest in (await session.execute(stmt)).all():
+        out[queue] = Backlog(count, _aware(oldest))
+    return out
+
+
+async def outbox_backlog(session: AsyncSession) -> Backlog:
+    row = (await session.execute(
+        select(func.count(), func.min(OutboxMessage.created_at)).where(OutboxMessage.published_at.is_(None))
+    )).one()
+    return Backlog(row[0], _aware(row[1]))
+
+
+async def documents_by_status(session: AsyncSession) -> dict[str, dict[str, int]]:
+    """tenant id -> status -> count (an admin session: this reads every tenant on purpose)."""
+    rows = (await session.execute(
+        select(Document.tenant_id, Document.status, func.count()).group_by(Document.tenant_id, Document.status)
+    )).all()
+    out: dict[str, dict[str, int]] = {}
+    for tenant_id, status, count in rows:
+        out.setdefault(tenant_id, {})[getattr(status, "value", str(status))] = count
+    return out
+
+
+async def running_jobs(session: AsyncSession, limit: int = 50) -> list[dict[str, Any]]:
+    jobs = (await session.execute(
+        select(Job).where(Job.status == JobStatus.running).order_by(Job.created_at).limit(limit)
+    )).scalars()
+    return [{"id": j.id, "tenant_id": j.tenant_id, "kind": j.kind, "done": j.done, "failed": j.failed, "total": j.total,
+             "description": j.description, "started": j.created_at.isoformat(timespec="seconds") if j.created_at else None}
+            for j in jobs]
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # an aggregate over SQLite comes back as text
+        value = dt.datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+# --- broker -------------------------------------------------------------------------------
+
+
+async def broker_queue_stats(amqp_url: str, topology: Topology, *, timeout: float = 5.0) -> dict[str, QueueStats | None]:
+    """Every work queue and DLQ of the topology, over a short-lived connection of its own."""
+    names = [n for kind in topology.queues for n in (topology.queue(kind), topology.dlq(kind))]
+    with silenced("aiormq.connection"):  # the caller reports a broker that is down
+        connection = await aio_pika.connect(amqp_url, timeout=timeout, client_properties={"connection_name": "parley-status"})
+    try:
+        return await inspect_queues(connection, names)
+    finally:
+        await connection.close()
+
+
+def queue_reports(topology: Topology, stats: dict[str, QueueStats | None] | None,
+                  backlog: dict[str, Backlog]) -> list[QueueReport]:
+    now = utcnow()
+    reports = []
+    for kind in topology.queues:
+        work = (stats or {}).get(topology.queue(kind))
+        dead = (stats or {}).get(topology.dlq(kind))
+        pending = backlog.get(kind, Backlog())
+        reports.append(QueueReport(
+            queue=kind, ready=work.messages if work else None, consumers=work.consumers if work else None,
+            dead_letters=dead.messages if dead else None, backlog=pending.count, oldest_age_s=pending.age_seconds(now),
+        ))
+    return reports
