@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -68,8 +69,24 @@ _HTTP_CODES = {400: "invalid_input", 401: "unauthorized", 403: "forbidden", 404:
                413: "too_large", 415: "unsupported_type"}
 
 
+_CORRELATION_OK = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Binds a correlation id to the request (the caller's ``X-Correlation-Id`` or a new one) and
+    echoes it: every log line, and every message the request stages (an upload's
+    ``document.uploaded``, then the worker's lines and notices), carries it."""
+    given = request.headers.get("X-Correlation-Id", "")
+    correlation = given if _CORRELATION_OK.match(given) else uuid.uuid4().hex
+    with bound(correlation_id=correlation):
+        response = await _map_errors(request, handler)
+    if not response.prepared:
+        response.headers["X-Correlation-Id"] = correlation
+    return response
+
+
+async def _map_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ParleyError as exc:

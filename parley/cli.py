@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.panel import Panel
 from rich.table import Table
 
 from parley.errors import ParleyError
@@ -910,44 +911,157 @@ def config_cmd(ctx: Ctx, markdown: bool) -> None:
 
 # --- up -------------------------------------------------------------------------------------
 
+SINGLE_PROCESS_WARNING = (
+    "[bold red]SINGLE-PROCESS MODE: for a quick look only.[/bold red]\n"
+    "Everything runs in this one process, which is the coupling the design forbids: indexing shares\n"
+    "the CPU (and the embedding model) with answering, so answers slow down while documents are\n"
+    "indexed; the broker is in memory, so messages in flight are lost on exit (re-queued from the\n"
+    "outbox at the next single-process start); and one crash stops everything.\n"
+    "For real use run `parley up` (with RabbitMQ) or `docker compose up`."
+)
+
 
 @main.command()
 @click.option("--no-migrate", is_flag=True, help="Do not apply migrations before starting.")
+@click.option("--single-process", is_flag=True,
+              help="Everything in this one process with an in-memory broker: no RabbitMQ needed, a quick look only.")
 @click.pass_obj
-def up(ctx: Ctx, no_migrate: bool) -> None:
+def up(ctx: Ctx, no_migrate: bool, single_process: bool) -> None:
     """Start the whole local stack as supervised processes (Ctrl-C stops everything cleanly).
 
-    Checks what is reachable, applies migrations, then starts each process of the platform,
-    restarting one that dies, with ingestion workers at the lowest CPU priority.
+    Checks what is reachable and configured (database, RabbitMQ, vector index, answerer,
+    embedding model), applies migrations, then starts the gateway, the retrieval service and
+    the two workers (at the lowest CPU priority), restarting one that dies, and prints what
+    runs where. With --single-process all of it runs in this one process instead.
     """
-    from parley import supervisor
+    from parley import doctor, supervisor
 
     settings = ctx.settings
-    _check_broker(settings)
-    if not no_migrate:
-        _run_migrations(settings)
-    specs = [spec for spec in supervisor.platform_processes(settings) if _has_command(spec.command)]
-    sys.exit(supervisor.run(specs, console=out))
-
-
-def _check_broker(settings: Settings) -> None:
-    import socket
-    from urllib.parse import urlsplit
-
-    url = urlsplit(settings.amqp_url)
-    host, port = url.hostname or "127.0.0.1", url.port or 5672
+    if single_process:
+        err.print(Panel(SINGLE_PROCESS_WARNING, border_style="red"))
     try:
-        socket.create_connection((host, port), timeout=2).close()
-    except OSError:
-        err.print(
-            f"[red]RabbitMQ is not reachable at {host}:{port}[/red] (PARLEY_AMQP_URL). Start it with one of:\n"
-            "  sudo rabbitmq-server -detached                 # Debian/Ubuntu, installed: apt-get install rabbitmq-server\n"
-            "  docker run -d -p 5672:5672 rabbitmq:4.1        # with Docker\n"
-            "  bash scripts/services.sh rabbitmq              # from this checkout (starts or installs it)",
-            highlight=False,
-        )
-        sys.exit(1)
-    out.print(f"RabbitMQ reachable at {host}:{port}")
+        checks = asyncio.run(doctor.preflight(settings, single_process=single_process, migrate=not no_migrate))
+        _print_checks(checks, title="preflight")
+        if doctor.failed(checks):
+            err.print("[red]not starting:[/red] fix what failed above (`parley doctor` checks everything)", highlight=False)
+            sys.exit(1)
+        if not no_migrate:
+            _run_migrations(settings)
+    except KeyboardInterrupt:  # Ctrl-C before anything started
+        sys.exit(130)
+    notes = [f"web chat: [bold]{settings.effective_public_url}/chat[/bold]  "
+             "(it asks for an API key: `parley keys create --tenant NAME`)"]
+    if single_process:
+        sys.exit(run_async(_run_single_process)(settings, notes))
+    specs = [spec for spec in supervisor.platform_processes(settings) if _has_command(spec.command)]
+    sys.exit(supervisor.run(specs, console=out, notes=notes))
+
+
+def _print_checks(checks: list[Any], *, title: str) -> None:
+    colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+    table = Table(title=title, title_justify="left")
+    for column in ("check", "status", "detail"):
+        table.add_column(column)
+    for c in checks:
+        detail = c.detail + (f"\n[dim]fix:[/dim] {c.fix}" if c.fix and c.status != "ok" else "")
+        table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/{colour[c.status]}]", detail)
+    out.print(table)
+
+
+async def _run_single_process(settings: Settings, notes: list[str]) -> int:
+    """The gateway, the retrieval service (mounted in-process), both workers and the outbox relay
+    in one event loop, on an in-memory broker. Ctrl-C or SIGTERM stops it."""
+    import os
+    import signal
+
+    import aiohttp
+    from aiohttp import web
+
+    from bot.app import GatewayDeps
+    from bot.app import create_app as create_gateway
+    from bot.channels.shopify import setup_shopify
+    from ingestion.catalog.consumer import catalog_consumer
+    from ingestion.catalog.service import CatalogDeps
+    from ingestion.documents import sandbox
+    from ingestion.documents.consumer import document_consumer
+    from ingestion.documents.service import IndexingDeps
+    from integrations.shopify.config import ShopifyConfig
+    from parley import runtime
+    from parley.blobs import BlobStore
+    from parley.bus import InMemoryBroker, consuming
+    from parley.bus.outbox import requeue_unfinished
+    from parley.crypto import load_secret_box
+    from parley.db import create_engine, create_sessionmaker
+    from parley.logging import configure_logging
+    from parley.vectors import create_vector_index
+    from retrieval.app import RetrievalDeps
+    from retrieval.app import create_app as create_retrieval
+    from retrieval.client import InProcessRetrievalClient
+    from retrieval.routes import SERVICE
+
+    configure_logging(process_name="parley-single", level=settings.log_level, json_lines=settings.log_json)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    engine = create_engine(settings, "single-process")
+    sessions = create_sessionmaker(engine)
+    box = load_secret_box(settings)
+    broker = InMemoryBroker(runtime.topology(settings))
+    await broker.start()
+    requeued = await requeue_unfinished(sessions)  # what the last single-process run left in memory
+    embedder = await asyncio.to_thread(runtime.embedder, settings, query_cache_size=1024)
+    # One reader index for both sides: the workers' writes are searchable at once (read your writes).
+    index = create_vector_index(settings, role="reader", sessions=sessions)
+    http = aiohttp.ClientSession()
+    retrieval_runner = web.AppRunner(
+        create_retrieval(settings, deps=RetrievalDeps(sessions=sessions, embedder=embedder, index=index)), handle_signals=False)
+    gateway_runner: web.AppRunner | None = None
+    try:
+        await retrieval_runner.setup()  # opens the service's resources without listening
+        gateway = create_gateway(settings, deps=GatewayDeps(
+            sessions=sessions, box=box, broker=broker, retrieval=InProcessRetrievalClient(retrieval_runner.app[SERVICE]),
+            route_installers=[lambda app: setup_shopify(app, settings=settings, sessions=sessions, box=box)]))
+        gateway_runner = web.AppRunner(gateway, access_log=None, handle_signals=False, shutdown_timeout=10.0)
+        await gateway_runner.setup()
+        await web.TCPSite(gateway_runner, settings.gateway_host, settings.gateway_port).start()
+        documents = document_consumer(IndexingDeps(
+            sessions=sessions, blobs=BlobStore(settings.effective_blob_dir), embedder=embedder, index=index,
+            max_member_bytes=settings.max_upload_bytes, parse_time_limit_s=settings.parse_time_limit_seconds,
+            parse_memory_limit_mb=settings.parse_memory_limit_mb, parser_plugins=settings.parser_plugin_paths,
+        ), broker, max_attempts=settings.max_attempts)
+        catalog = catalog_consumer(CatalogDeps(sessions=sessions, embedder=embedder, index=index, box=box, http=http,
+                                               config=ShopifyConfig.from_settings(settings)),
+                                   broker, max_attempts=settings.max_attempts)
+        async with consuming(documents, catalog, shutdown_timeout=10.0):
+            table = Table(title="Parley is running in ONE process (Ctrl-C stops it)", title_justify="left")
+            for column in ("process", "pid", "nice", "URL"):
+                table.add_column(column)
+            table.add_row("gateway + retrieval + workers", str(os.getpid()), str(os.nice(0)),
+                          f"http://{settings.gateway_host}:{settings.gateway_port}")
+            out.print(table)
+            for note in notes:
+                out.print(note, highlight=False)
+            if requeued:
+                out.print(f"re-queued {requeued} message(s) the last single-process run left unfinished")
+            await stop.wait()
+            out.print("stopping…")
+    finally:
+        if gateway_runner is not None:
+            await gateway_runner.cleanup()
+        await retrieval_runner.cleanup()
+        dropped = broker.pending()
+        await index.aclose()
+        await embedder.aclose()
+        await http.close()
+        await sandbox.aclose()
+        await broker.close()
+        await engine.dispose()
+    if dropped:
+        err.print(f"[yellow]{dropped} message(s) were still in memory; the next `parley up --single-process` "
+                  "re-queues them[/yellow]", highlight=False)
+    out.print("stopped.")
+    return 0
 
 
 def _has_command(path: list[str]) -> bool:
@@ -962,6 +1076,7 @@ def _has_command(path: list[str]) -> bool:
 
 def _run_migrations(settings: Settings) -> None:
     from parley import migrations
+    from parley.doctor import describe_database
 
     async def go() -> str | None:
         engine, _ = await _database(settings, "cli")
@@ -972,14 +1087,116 @@ def _run_migrations(settings: Settings) -> None:
             await engine.dispose()
 
     rev = asyncio.run(go())
-    out.print(f"database ready at revision {rev} ({_describe_db(settings)})")
+    out.print(f"database ready at revision {rev} ({describe_database(settings)})")
 
 
-def _describe_db(settings: Settings) -> str:
-    url = settings.effective_database_url
-    if url.startswith("sqlite"):
-        return f"SQLite file {url.split(':///', 1)[1]}"
-    return "PostgreSQL " + url.split("@")[-1]
+# --- status and doctor ----------------------------------------------------------------------
+
+
+@main.command()
+@click.pass_obj
+@run_async
+async def status(ctx: Ctx) -> None:
+    """What the platform is doing now: each queue's ready messages, workers (consumers) and dead
+    letters (from RabbitMQ), its backlog and oldest unfinished message, the outbox backlog,
+    documents by status per tenant and jobs in progress. Exit code 1 when RabbitMQ cannot be asked."""
+    from parley import runtime
+    from parley import status as st
+    from parley.db import unit_of_work
+    from parley.doctor import describe_broker
+    from tenants.repository import TenantDirectory
+
+    settings = ctx.settings
+    topology = runtime.topology(settings)
+    engine, sessions = await _database(settings, "cli")
+    try:
+        await _ensure_migrated(engine)
+        async with unit_of_work(sessions, admin=True) as session:
+            backlog = await st.pending_backlog(session)
+            outbox = await st.outbox_backlog(session)
+            documents = await st.documents_by_status(session)
+            jobs = await st.running_jobs(session)
+            names = {t.id: t.name for t in await TenantDirectory(session).all()}
+    finally:
+        await engine.dispose()
+    try:
+        stats, broker = await st.broker_queue_stats(settings.amqp_url, topology), "ok"
+    except (ConnectionError, OSError, asyncio.TimeoutError) as exc:  # the database figures are still worth showing
+        stats, broker = None, f"RabbitMQ not reachable at {describe_broker(settings)}: {exc or type(exc).__name__}"
+    except Exception as exc:  # noqa: BLE001 - likewise
+        stats, broker = None, f"could not read the queues from RabbitMQ at {describe_broker(settings)}: {exc!r}"
+    queues = st.queue_reports(topology, stats, backlog)
+    statuses = ("queued", "processing", "indexed", "failed", "deleted")
+    doc_rows = [{"tenant": names.get(tid, tid), **{s: counts.get(s, 0) for s in statuses}}
+                for tid, counts in sorted(documents.items(), key=lambda kv: names.get(kv[0], kv[0]))]
+    for job in jobs:
+        job["tenant"] = names.get(job["tenant_id"], job["tenant_id"])
+    if ctx.as_json:
+        click.echo(json.dumps({"broker": broker, "queues": [vars(q) for q in queues],
+                               "outbox": {"unpublished": outbox.count, "oldest_age_s": outbox.age_seconds()},
+                               "documents": doc_rows, "jobs": jobs}, indent=2, default=str))
+    else:
+        if broker != "ok":
+            err.print(f"[red]{broker}[/red]: queue depths and workers unknown", highlight=False)
+        elif stats is not None and all(v is None for v in stats.values()):
+            err.print("no queue is declared yet: no gateway or worker has started with this PARLEY_AMQP_PREFIX")
+        emit(ctx, [{"queue": q.queue, "ready": _or_dash(q.ready), "workers": _or_dash(q.consumers),
+                    "dead letters": _or_dash(q.dead_letters), "unfinished": q.backlog,
+                    "oldest unfinished": _age(q.oldest_age_s)} for q in queues],
+             ["queue", "ready", "workers", "dead letters", "unfinished", "oldest unfinished"],
+             title=f"queues ({describe_broker(settings)}{', prefix ' + repr(settings.amqp_prefix) if settings.amqp_prefix else ''})")
+        out.print(f"outbox: {outbox.count} unpublished" + (f", oldest {_age(outbox.age_seconds())} old" if outbox.count else ""))
+        emit(ctx, doc_rows, ["tenant", *statuses], title="documents")
+        emit(ctx, [{**j, "progress": f"{j['done'] + j['failed']}/{j['total']}"} for j in jobs],
+             ["tenant", "id", "kind", "progress", "failed", "started", "description"], title="jobs in progress")
+    if broker != "ok":
+        sys.exit(1)
+
+
+def _or_dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+@main.command("doctor")
+@click.pass_obj
+@run_async
+async def doctor_cmd(ctx: Ctx) -> None:
+    """Check configuration and connectivity: database (reachable, migrated), RabbitMQ, the secret
+    key (present, decrypts a stored channel secret), embedding model, storage, vector index,
+    answerer, public URL, Slack / Instagram / Shopify. Exit code 1 if anything fails."""
+    from parley import doctor
+
+    checks = await doctor.doctor(ctx.settings, secret_probe=_stored_secret)
+    if ctx.as_json:
+        click.echo(json.dumps([c.as_dict() for c in checks], indent=2))
+    else:
+        _print_checks(checks, title="parley doctor")
+        fails, warns = (sum(c.status == s for c in checks) for s in ("fail", "warn"))
+        out.print(f"{fails} failed, {warns} warning(s)" if fails or warns else "all good")
+    if doctor.failed(checks):
+        sys.exit(1)
+
+
+async def _stored_secret(sessions: Any) -> str | None:
+    from sqlalchemy import select
+
+    from parley.db import unit_of_work
+    from tenants.models import ChannelInstallation
+
+    async with unit_of_work(sessions, admin=True) as session:
+        found = await session.execute(select(ChannelInstallation.secrets_encrypted)
+                                      .where(ChannelInstallation.secrets_encrypted.is_not(None)).limit(1))
+        return found.scalar_one_or_none()
 
 
 def error_id() -> str:

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from rich.console import Console
+from rich.table import Table
 
 from parley.settings import Settings
 
@@ -32,14 +33,37 @@ class ProcessSpec:
     env: dict[str, str] = field(default_factory=dict)
 
 
+DEFAULT_WORKER_METRICS_PORT = 8082
+
+
 def platform_processes(settings: Settings) -> list[ProcessSpec]:
+    """The four processes; the workers get fixed /metrics ports (PARLEY_WORKER_METRICS_PORT and the
+    next one; 8082 and 8083 when it is 0) so a Prometheus scrape config can name them."""
     threads = {k: str(settings.embedding_threads) for k in THREAD_ENV}
+    workers = []
+    for offset, (name, kind) in enumerate((("documents-worker", "documents"), ("catalog-worker", "catalog"))):
+        env = dict(threads)
+        url = None
+        if settings.worker_metrics_port >= 0:
+            port = (settings.worker_metrics_port or DEFAULT_WORKER_METRICS_PORT) + offset
+            env["PARLEY_WORKER_METRICS_PORT"] = str(port)
+            url = f"http://{settings.worker_metrics_host}:{port}"
+        workers.append(ProcessSpec(name, ["worker", kind], nice=settings.worker_nice, url=url, env=env))
     return [
         ProcessSpec("retrieval", ["retrieval"], url=settings.effective_retrieval_url, env=threads),
-        ProcessSpec("gateway", ["gateway"], url=settings.effective_public_url, env=threads),
-        ProcessSpec("documents-worker", ["worker", "documents"], nice=settings.worker_nice, env=threads),
-        ProcessSpec("catalog-worker", ["worker", "catalog"], nice=settings.worker_nice, env=threads),
+        ProcessSpec("gateway", ["gateway"], url=f"http://{settings.gateway_host}:{settings.gateway_port}", env=threads),
+        *workers,
     ]
+
+
+def summary(children: list[_Child]) -> Table:
+    table = Table(title="Parley is running (Ctrl-C stops everything)", title_justify="left")
+    for column in ("process", "pid", "nice", "URL"):
+        table.add_column(column)
+    for child in children:
+        pid = str(child.proc.pid) if child.proc is not None else "-"
+        table.add_row(child.spec.name, pid, str(child.spec.nice), child.spec.url or "")
+    return table
 
 
 class _Child:
@@ -65,7 +89,10 @@ class _Child:
         )
 
 
-def run(specs: list[ProcessSpec], *, console: Console, poll_s: float = 0.5, stop_timeout_s: float = 30.0) -> int:
+def run(specs: list[ProcessSpec], *, console: Console, notes: list[str] | None = None, poll_s: float = 0.5,
+        stop_timeout_s: float = 30.0) -> int:
+    """Start the children, print what runs where (and ``notes``), restart a child that dies, stop
+    them all on SIGINT or SIGTERM (a second one kills them). Returns 0 when every child stopped cleanly."""
     if not specs:
         console.print("[yellow]nothing to start: no platform process is available in this build[/yellow]")
         return 0
@@ -74,6 +101,10 @@ def run(specs: list[ProcessSpec], *, console: Console, poll_s: float = 0.5, stop
 
     def request_stop(signum: int, _frame: object) -> None:
         nonlocal stopping
+        if stopping:  # a second Ctrl-C: do not wait any longer
+            for child in children:
+                if child.proc is not None and child.proc.poll() is None:
+                    child.proc.kill()
         stopping = True
 
     signal.signal(signal.SIGINT, request_stop)
@@ -81,11 +112,9 @@ def run(specs: list[ProcessSpec], *, console: Console, poll_s: float = 0.5, stop
 
     for child in children:
         child.start()
-    console.print("[bold]Parley is running[/bold] (Ctrl-C stops everything)")
-    for child in children:
-        where = f" at {child.spec.url}" if child.spec.url else ""
-        prio = f", nice {child.spec.nice}" if child.spec.nice else ""
-        console.print(f"  {child.spec.name:<18} pid {child.proc.pid if child.proc else '-'}{where}{prio}")
+    console.print(summary(children))
+    for note in notes or []:
+        console.print(note, highlight=False)
 
     while not stopping:
         time.sleep(poll_s)
@@ -100,19 +129,25 @@ def run(specs: list[ProcessSpec], *, console: Console, poll_s: float = 0.5, stop
                 child.next_start = now + delay
             if child.proc is None and now >= child.next_start and not stopping:
                 child.start()
+                console.print(f"restarted {child.spec.name} (pid {child.proc.pid if child.proc else '-'})")
 
     console.print("stopping: children finish or return their in-flight work…")
     for child in children:
         if child.proc is not None and child.proc.poll() is None:
             child.proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + stop_timeout_s
+    clean = True
     for child in children:
         if child.proc is None:
             continue
         try:
-            child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            code = child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             console.print(f"[red]{child.spec.name} did not stop in time; killing it[/red]")
             child.proc.kill()
-    console.print("stopped.")
-    return 0
+            code = child.proc.wait()
+        if code != 0:
+            clean = False
+            console.print(f"[red]{child.spec.name} (pid {child.proc.pid}) exited with {code}[/red]")
+    console.print("stopped." if clean else "stopped, not cleanly (see above).")
+    return 0 if clean else 1

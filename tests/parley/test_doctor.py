@@ -1,0 +1,139 @@
+"""The checks behind `parley doctor` and `parley up`, against local servers speaking the APIs they probe."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from cryptography.fernet import Fernet
+
+from parley import doctor
+from parley.crypto import SecretBox
+from parley.settings import Settings
+
+
+SEEN = web.AppKey("seen", list)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def serve(routes: dict[str, tuple[int, dict]]) -> TestServer:
+    """A local server answering GET path -> (status, json), recording the Authorization header."""
+    app = web.Application()
+    app[SEEN] = []
+
+    def handler(status: int, body: dict):  # type: ignore[no-untyped-def]
+        async def handle(request: web.Request) -> web.Response:
+            request.app[SEEN].append(request.headers.get("Authorization"))
+            return web.json_response(body, status=status)
+        return handle
+
+    for path, (status, body) in routes.items():
+        app.router.add_get(path, handler(status, body))
+    server = TestServer(app)
+    await server.start_server()
+    return server
+
+
+async def test_an_openai_compatible_server_is_probed_with_the_key(tmp_path: Path) -> None:
+    server = await serve({"/v1/models": (200, {"data": [{"id": "llama"}]})})
+    try:
+        settings = Settings(data_dir=tmp_path, openai_base_url=str(server.make_url("/v1")), openai_api_key="sk-local")
+        check = await doctor.check_answerer(settings)
+        assert check.status == "ok" and "reachable" in check.detail
+        assert server.app[SEEN] == ["Bearer sk-local"]
+    finally:
+        await server.close()
+
+
+async def test_a_refused_key_warns_and_an_unreachable_server_fails(tmp_path: Path) -> None:
+    server = await serve({"/v1/models": (401, {"error": {"message": "bad key"}})})
+    try:
+        refused = await doctor.check_answerer(Settings(data_dir=tmp_path, openai_base_url=str(server.make_url("/v1"))))
+        assert refused.status == "warn" and "refused the key" in refused.detail
+    finally:
+        await server.close()
+    down = await doctor.check_answerer(Settings(data_dir=tmp_path, openai_base_url=f"http://127.0.0.1:{closed_port()}/v1"))
+    assert down.status == "fail" and "not reachable" in down.detail and down.fix
+    offline = await doctor.check_answerer(Settings(data_dir=tmp_path))
+    assert offline.status == "ok" and "extractive" in offline.detail
+
+
+async def test_weaviate_must_be_ready_when_it_is_the_backend(tmp_path: Path) -> None:
+    server = await serve({"/v1/.well-known/ready": (200, {})})
+    try:
+        ready = await doctor.check_vector_index(Settings(data_dir=tmp_path, vector_backend="weaviate",
+                                                         weaviate_url=str(server.make_url(""))))
+        assert ready.status == "ok"
+    finally:
+        await server.close()
+    down = await doctor.check_vector_index(Settings(data_dir=tmp_path, vector_backend="weaviate",
+                                                    weaviate_url=f"http://127.0.0.1:{closed_port()}"))
+    assert down.status == "fail" and "docker compose up -d weaviate" in down.fix
+    missing = await doctor.check_vector_index(Settings(data_dir=tmp_path, vector_backend="weaviate"))
+    assert missing.status == "fail" and "PARLEY_WEAVIATE_URL" in missing.fix
+    embedded = await doctor.check_vector_index(Settings(data_dir=tmp_path))
+    assert embedded.status == "ok" and "embedded" in embedded.detail
+
+
+async def test_an_unreachable_broker_fails_with_how_to_start_one(tmp_path: Path) -> None:
+    check = await doctor.check_broker(Settings(data_dir=tmp_path, amqp_url=f"amqp://guest:guest@127.0.0.1:{closed_port()}/"))
+    assert check.status == "fail" and "rabbitmq-server" in check.fix and "--single-process" in check.fix
+
+
+async def test_the_secret_key_must_decrypt_what_is_stored(tmp_path: Path) -> None:
+    key = Fernet.generate_key()
+    token = SecretBox(key).encrypt('{"bot_token": "xoxb-1"}')
+
+    async def stored(_sessions) -> str:  # type: ignore[no-untyped-def]
+        return token
+
+    # Given the key the secrets were encrypted with, in the key file
+    (tmp_path / "secret.key").write_bytes(key)
+    (tmp_path / "secret.key").chmod(0o600)
+    good = await doctor.check_secret_key(Settings(data_dir=tmp_path), object(), stored)  # type: ignore[arg-type]
+    assert good.status == "ok" and "decrypts the stored channel secrets" in good.detail
+    # When the key file is replaced, or the environment names another key
+    (tmp_path / "secret.key").write_bytes(Fernet.generate_key())
+    swapped = await doctor.check_secret_key(Settings(data_dir=tmp_path), object(), stored)  # type: ignore[arg-type]
+    assert swapped.status == "fail" and "cannot decrypt" in swapped.detail
+    other = await doctor.check_secret_key(Settings(data_dir=tmp_path, secret_key=Fernet.generate_key().decode()),
+                                          object(), stored)  # type: ignore[arg-type]
+    assert other.status == "fail" and other.detail.startswith("PARLEY_SECRET_KEY")
+    # And without any key while secrets are stored, the fix is to restore it
+    (tmp_path / "secret.key").unlink()
+    lost = await doctor.check_secret_key(Settings(data_dir=tmp_path), object(), stored)  # type: ignore[arg-type]
+    assert lost.status == "fail" and "restore" in lost.fix
+    invalid = await doctor.check_secret_key(Settings(data_dir=tmp_path, secret_key="not-a-key"), None, None)
+    assert invalid.status == "fail"
+
+
+def test_channels_and_the_public_url_say_what_is_missing(tmp_path: Path) -> None:
+    bare = {c.name: c for c in doctor.check_channels(Settings(data_dir=tmp_path))}
+    assert {c.status for c in bare.values()} == {"warn"}
+    half = {c.name: c for c in doctor.check_channels(Settings(data_dir=tmp_path, slack_client_id="1.2",
+                                                              shopify_client_secret="s", instagram_verify_token="v"))}
+    assert half["slack"].status == half["shopify"].status == half["instagram"].status == "fail"
+    full = {c.name: c for c in doctor.check_channels(Settings(
+        data_dir=tmp_path, slack_signing_secret="s", slack_client_id="1.2", slack_client_secret="c",
+        instagram_app_secrets="a", instagram_verify_token="v", shopify_client_id="id", shopify_client_secret="s"))}
+    assert {c.status for c in full.values()} == {"ok"}
+    local = doctor.check_public_url(Settings(data_dir=tmp_path, slack_signing_secret="s"))
+    assert local.status == "warn" and "https" in local.fix
+    public = doctor.check_public_url(Settings(data_dir=tmp_path, slack_signing_secret="s", public_url="https://bot.example.com"))
+    assert public.status == "ok" and "https://bot.example.com/chat" in public.detail
+    broken = doctor.check_public_url(Settings(data_dir=tmp_path, public_url="bot.example.com"))
+    assert broken.status == "fail"
+
+
+def test_storage_that_cannot_be_written_fails(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    check = doctor.check_data_dir(Settings(data_dir=tmp_path / "file" / "var"))
+    assert check.status == "fail" and "not a directory" in check.detail
+    assert doctor.check_data_dir(Settings(data_dir=tmp_path / "new")).status == "ok"
