@@ -48,6 +48,7 @@ from bot.channels.slack.routes import SLACK, build_slack, setup_slack_routes
 from bot.channels.web.routes import WebChannel, setup_web_routes
 from bot.config import GatewayConfig
 from bot.context import GATEWAY, METRICS, Gateway
+from bot.admin.routes import setup_admin_routes
 from bot.answering import AnswerLoop
 from bot.conversation.dispatcher import AnswerDispatcher
 from bot.conversation.notices import notifications_consumer
@@ -107,6 +108,7 @@ def create_app(settings: Settings, *, deps: GatewayDeps | None = None) -> web.Ap
     if config.instagram_enabled:
         setup_instagram_routes(app)
     setup_web_routes(app)
+    setup_admin_routes(app)  # the admin dashboard under /admin (bot/admin)
     for install in deps.route_installers:  # mount point for other adapters (bot/channels/shopify)
         install(app)
     return app

@@ -11,6 +11,10 @@
 
 Every read goes through a tenant-scoped repository: another tenant's id is a 404, not a 403, so
 the API does not even confirm that it exists.
+
+The handlers read the caller's tenant from ``request[TENANT]`` (and key from ``request[API_KEY_ID]``)
+and are wrapped at registration: here by the API-key check, in the admin dashboard
+(`bot.admin.routes`) by its session-cookie check, so both serve the same logic.
 """
 
 from __future__ import annotations
@@ -76,7 +80,6 @@ def message_json(m: InboundMessage) -> dict[str, Any]:
 # --- chat ---------------------------------------------------------------------------------
 
 
-@auth
 async def chat(request: web.Request) -> web.Response:
     gw, tenant_id, key_id = request.app[GATEWAY], request[TENANT], request[API_KEY_ID]
     data = await read_json(request)
@@ -111,7 +114,6 @@ async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
         yield chunk
 
 
-@auth
 async def upload(request: web.Request) -> web.Response:
     gw, tenant_id = request.app[GATEWAY], request[TENANT]
     limit = await gw.intake.limit_for(tenant_id)
@@ -153,7 +155,6 @@ async def upload(request: web.Request) -> web.Response:
     return web.json_response({"documents": documents, "job_id": submission.job_id, "rejected": rejected}, status=202)
 
 
-@auth
 async def list_documents(request: web.Request) -> web.Response:
     gw, tenant_id = request.app[GATEWAY], request[TENANT]
     status = request.query.get("status")
@@ -166,35 +167,31 @@ async def list_documents(request: web.Request) -> web.Response:
         return web.json_response({"documents": [document_json(d) for d in rows]})
 
 
-@auth
 async def get_document(request: web.Request) -> web.Response:
     gw, tenant_id = request.app[GATEWAY], request[TENANT]
     async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
         return web.json_response(document_json(await DocumentRepository(session, tenant_id).get(request.match_info["id"])))
 
 
-@auth
 async def list_jobs(request: web.Request) -> web.Response:
     gw, tenant_id = request.app[GATEWAY], request[TENANT]
     async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
         jobs = await JobRepository(session, tenant_id).list(limit=_limit(request))
-        return web.json_response({"jobs": [_job_json(j) for j in jobs]})
+        return web.json_response({"jobs": [job_json(j) for j in jobs]})
 
 
-@auth
 async def get_job(request: web.Request) -> web.Response:
     gw, tenant_id = request.app[GATEWAY], request[TENANT]
     async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
         job = await JobRepository(session, tenant_id).get(request.match_info["id"])
-        return web.json_response({**_job_json(job), "report": await job_report(session, job)})
+        return web.json_response({**job_json(job), "report": await job_report(session, job)})
 
 
-def _job_json(j: Any) -> dict[str, Any]:
+def job_json(j: Any) -> dict[str, Any]:
     return {"id": j.id, "kind": j.kind, "status": j.status.value, "total": j.total, "done": j.done, "failed": j.failed,
             "description": j.description, "created_at": _iso(j.created_at), "finished_at": _iso(j.finished_at)}
 
 
-@auth
 async def list_conversations(request: web.Request) -> web.Response:
     gw, tenant_id = request.app[GATEWAY], request[TENANT]
     async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
@@ -202,14 +199,12 @@ async def list_conversations(request: web.Request) -> web.Response:
         return web.json_response({"messages": [message_json(m) for m in rows]})
 
 
-@auth
 async def get_conversation(request: web.Request) -> web.Response:
     gw, tenant_id = request.app[GATEWAY], request[TENANT]
     async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
         return web.json_response(message_json(await InboundRepository(session, tenant_id).get(request.match_info["id"])))
 
 
-@auth
 async def slack_install_link(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     if not gw.config.slack_oauth_enabled:
@@ -236,12 +231,12 @@ async def root(request: web.Request) -> web.Response:
 def setup_web_routes(app: web.Application) -> None:
     app.router.add_get("/", root)
     app.router.add_get("/chat", chat_page)
-    app.router.add_post("/api/chat", chat)
-    app.router.add_post("/api/documents", upload)
-    app.router.add_get("/api/documents", list_documents)
-    app.router.add_get("/api/documents/{id}", get_document)
-    app.router.add_get("/api/jobs", list_jobs)
-    app.router.add_get("/api/jobs/{id}", get_job)
-    app.router.add_get("/api/conversations", list_conversations)
-    app.router.add_get("/api/conversations/{id}", get_conversation)
-    app.router.add_get("/api/slack/install-link", slack_install_link)
+    app.router.add_post("/api/chat", auth(chat))
+    app.router.add_post("/api/documents", auth(upload))
+    app.router.add_get("/api/documents", auth(list_documents))
+    app.router.add_get("/api/documents/{id}", auth(get_document))
+    app.router.add_get("/api/jobs", auth(list_jobs))
+    app.router.add_get("/api/jobs/{id}", auth(get_job))
+    app.router.add_get("/api/conversations", auth(list_conversations))
+    app.router.add_get("/api/conversations/{id}", auth(get_conversation))
+    app.router.add_get("/api/slack/install-link", auth(slack_install_link))

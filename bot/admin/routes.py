@@ -1,0 +1,236 @@
+"""The admin dashboard: one static page per tenant view, filled from a JSON API, behind a session cookie.
+
+    GET  /admin/login, POST /admin/login      the sign-in form (a tenant API key) -> session cookie
+    POST /admin/logout
+    GET  /admin/{documents,jobs,dead-letters,channels,conversations,chat}   the pages (one static shell)
+    GET  /admin/static/...                    its script and style sheet (no build step)
+
+    GET  /admin/api/session                   tenant, key prefix and the CSRF token for the page's POSTs
+    GET  /admin/api/documents                 with counts by status     GET /admin/api/documents/{id}
+    POST /admin/api/documents                 upload (the web chat's handler)
+    GET  /admin/api/jobs                      with done/failed/total and the report   GET /admin/api/jobs/{id}
+    GET  /admin/api/dead-letters[?all=1]      POST /admin/api/dead-letters/{id}/replay (through parley.bus.replay)
+    GET  /admin/api/channels                  installations and their health
+    GET  /admin/api/conversations             recent messages with answer latency   GET /admin/api/conversations/{id}
+    POST /admin/api/chat                      ask (the web chat's handler)
+
+The dashboard is per tenant: whoever signs in with a tenant's API key sees that tenant only, every
+read going through a tenant-scoped repository (another tenant's id is a 404). Platform-wide views
+(every tenant, dead letters with no tenant) stay with the admin CLI. Authentication, cookie and
+CSRF: `bot.admin.session`.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bot.admin import session as auth
+from bot.admin.repository import (
+    ChannelHealthReader, DeadLetterRepository, dead_letter_json, document_names, latency_summary,
+)
+from bot.channels.web import routes as webchat
+from bot.context import GATEWAY
+from bot.conversation.repository import InboundRepository
+from bot.http import TENANT
+from parley.bus import replay
+from parley.db import unit_of_work
+from parley.documents import DocumentRepository, JobRepository, job_report
+from parley.errors import AlreadyExists, InvalidInput, Unavailable
+from tenants.repository import ApiKeyRepository, TenantDirectory, authenticate_api_key
+
+STATIC = Path(__file__).parent / "static"
+PAGES = ("documents", "jobs", "dead-letters", "channels", "conversations", "chat")
+
+#: Every dashboard response: no framing, no inline script, no referrer sent to other sites.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",  # not no-referrer: browsers then send "Origin: null" on form posts
+}
+
+
+# --- sign-in --------------------------------------------------------------------------------
+
+
+def _login_page(*, error: str | None = None, next_: str = "/admin/", status: int = 200) -> web.Response:
+    problem = f'<p class="error" id="login-error" role="alert">{html.escape(error)}</p>' if error else ""
+    body = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in · Parley admin</title><link rel="stylesheet" href="/admin/static/admin.css"></head>
+<body class="login"><main class="login-card">
+<h1><span class="logo">Parley</span> admin</h1>
+<p class="muted">Sign in with one of your tenant's API keys (<code>parley keys create --tenant NAME</code>).</p>
+{problem}
+<form method="post" action="/admin/login" id="login-form">
+<label for="api_key">API key</label>
+<input id="api_key" name="api_key" type="password" placeholder="pk_…" autocomplete="off" required autofocus>
+<input type="hidden" name="next" value="{html.escape(next_)}">
+<button type="submit" class="primary">Sign in</button>
+</form></main></body></html>"""
+    return web.Response(text=body, content_type="text/html", status=status)
+
+
+async def login_form(request: web.Request) -> web.Response:
+    if await auth.current(request) is not None:
+        raise web.HTTPSeeOther(auth.safe_next(request.query.get("next")))
+    return _login_page(next_=auth.safe_next(request.query.get("next")))
+
+
+async def login(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    auth.check_origin(gw, request)
+    form = await request.post()
+    key, target = str(form.get("api_key") or "").strip(), auth.safe_next(form.get("next"))
+    async with unit_of_work(gw.sessions) as session:
+        row = await authenticate_api_key(session, key) if key else None
+        found = (row.tenant_id, row.id) if row is not None else None
+    if found is None:
+        return _login_page(error="Unknown or revoked API key.", next_=target, status=401)
+    response = _see_other(target)
+    auth.set_cookie(gw, request, response, auth.issue(gw, tenant_id=found[0], key_id=found[1]))
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    response = _see_other("/admin/login")
+    auth.clear_cookie(response)
+    return response
+
+
+def _see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
+
+# --- pages ----------------------------------------------------------------------------------
+
+
+async def root(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/admin/documents")
+
+
+async def page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "admin.html", headers={"Cache-Control": "no-store"})
+
+
+# --- API --------------------------------------------------------------------------------------
+
+
+async def session_info(request: web.Request) -> web.Response:
+    gw, current = request.app[GATEWAY], request[auth.SESSION]
+    async with unit_of_work(gw.sessions, tenant_id=current.tenant_id) as session:
+        key = await ApiKeyRepository(session, current.tenant_id).get(current.key_id)
+        tenant = await TenantDirectory(session).by_id(current.tenant_id)
+        dead = await DeadLetterRepository(session, current.tenant_id).count_dead()
+        body = {"tenant": {"id": current.tenant_id, "name": tenant.name if tenant else "",
+                           "display_name": (tenant.display_name or tenant.name) if tenant else ""},
+                "key": {"id": key.id, "name": key.name, "prefix": key.prefix},
+                "csrf": auth.csrf_token(gw, current), "expires_at": current.expires, "dead_letters": dead}
+    return web.json_response(body)
+
+
+async def documents(request: web.Request) -> web.Response:
+    gw, tenant_id = request.app[GATEWAY], request[TENANT]
+    async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
+        repo = DocumentRepository(session, tenant_id)
+        rows = await repo.list(limit=_limit(request))
+        return web.json_response({"documents": [webchat.document_json(d) for d in rows], "counts": await repo.counts_by_status()})
+
+
+async def jobs(request: web.Request) -> web.Response:
+    gw, tenant_id = request.app[GATEWAY], request[TENANT]
+    async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
+        rows = await JobRepository(session, tenant_id).list(limit=_limit(request, 50))
+        return web.json_response({"jobs": [{**webchat.job_json(j), "report": await job_report(session, j)} for j in rows]})
+
+
+async def dead_letters(request: web.Request) -> web.Response:
+    gw, tenant_id = request.app[GATEWAY], request[TENANT]
+    async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
+        rows = await DeadLetterRepository(session, tenant_id).list(include_replayed=request.query.get("all") == "1",
+                                                                   limit=_limit(request))
+        names = await document_names(session, tenant_id, rows)
+        return web.json_response({"dead_letters": [dead_letter_json(r, names) for r in rows]})
+
+
+async def replay_dead_letter(request: web.Request) -> web.Response:
+    """Replay one of the tenant's dead letters through the bus's own replay (the CLI's `dlq replay`)."""
+    gw, tenant_id = request.app[GATEWAY], request[TENANT]
+    try:
+        id_ = int(request.match_info["id"])
+    except ValueError as exc:
+        raise InvalidInput("a dead letter id is a number") from exc
+    async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
+        row = await DeadLetterRepository(session, tenant_id).get(id_)  # another tenant's: 404
+        queue, status = row.queue, row.status
+    if status != "dead":
+        raise AlreadyExists(f"dead letter {id_} was already replayed")
+    if not gw.broker.is_connected:
+        raise Unavailable("the message broker is not connected; try again in a moment")
+    rows = await replay(gw.sessions, gw.broker, queue=queue, ids=[id_])
+    if not rows:  # replayed by someone else in the meantime
+        raise AlreadyExists(f"dead letter {id_} was already replayed")
+    return web.json_response({"replayed": [dead_letter_json(r) for r in rows],
+                              "message_id": rows[0].replay_message_id}, status=202)
+
+
+async def channels(request: web.Request) -> web.Response:
+    gw, tenant_id = request.app[GATEWAY], request[TENANT]
+    async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
+        return web.json_response({"channels": await ChannelHealthReader(session, tenant_id).installations()})
+
+
+async def conversations(request: web.Request) -> web.Response:
+    gw, tenant_id = request.app[GATEWAY], request[TENANT]
+    async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
+        rows = await InboundRepository(session, tenant_id).recent(limit=_limit(request), channel=request.query.get("channel"))
+        return web.json_response({"messages": [webchat.message_json(m) for m in rows], "latency": latency_summary(rows)})
+
+
+def _limit(request: web.Request, default: int = 100) -> int:
+    try:
+        return max(1, min(500, int(request.query.get("limit", str(default)))))
+    except ValueError as exc:
+        raise InvalidInput("'limit' must be a number") from exc
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if request.path == "/admin" or request.path.startswith("/admin/"):
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.path.startswith("/admin/api/"):
+            response.headers["Cache-Control"] = "no-store"
+
+
+def setup_admin_routes(app: web.Application) -> None:
+    app.on_response_prepare.append(_security_headers)
+    guard = auth.require_session
+    app.router.add_get("/admin", root)
+    app.router.add_get("/admin/", root)
+    app.router.add_get("/admin/login", login_form)
+    app.router.add_post("/admin/login", login)
+    app.router.add_post("/admin/logout", guard(logout))
+    app.router.add_static("/admin/static", STATIC, append_version=False)
+    for name in PAGES:
+        app.router.add_get(f"/admin/{name}", guard(page, page=True))
+    api: list[tuple[str, str, Any]] = [
+        ("GET", "session", session_info),
+        ("GET", "documents", documents),
+        ("POST", "documents", webchat.upload),
+        ("GET", "documents/{id}", webchat.get_document),
+        ("GET", "jobs", jobs),
+        ("GET", "jobs/{id}", webchat.get_job),
+        ("GET", "dead-letters", dead_letters),
+        ("POST", "dead-letters/{id}/replay", replay_dead_letter),
+        ("GET", "channels", channels),
+        ("GET", "conversations", conversations),
+        ("GET", "conversations/{id}", webchat.get_conversation),
+        ("POST", "chat", webchat.chat),
+    ]
+    for method, path, handler in api:
+        app.router.add_route(method, f"/admin/api/{path}", guard(handler))
