@@ -19,20 +19,25 @@ from parley.errors import NotFound, TenantScopeError
 M = TypeVar("M", bound=TenantOwned)
 
 
+
+def scope_session(session: AsyncSession, tenant_id: str) -> AsyncSession:
+    """Bind ``session`` to ``tenant_id`` (or check it is already bound to it) for a tenant repository."""
+    if not tenant_id:
+        raise TenantScopeError("a tenant repository needs a tenant id")
+    bound = session_tenant(session)
+    if bound is None:
+        bind_tenant(session, tenant_id)
+    elif bound != tenant_id:
+        raise TenantScopeError(f"session is bound to tenant {bound}, repository asked for {tenant_id}")
+    return session
+
 class TenantRepository(Generic[M]):
     model: type[M]
     #: Word used in "no such <noun>" errors.
     noun: str = "row"
 
     def __init__(self, session: AsyncSession, tenant_id: str) -> None:
-        if not tenant_id:
-            raise TenantScopeError("a tenant repository needs a tenant id")
-        bound = session_tenant(session)
-        if bound is None:
-            bind_tenant(session, tenant_id)
-        elif bound != tenant_id:
-            raise TenantScopeError(f"session is bound to tenant {bound}, repository asked for {tenant_id}")
-        self.session = session
+        self.session = scope_session(session, tenant_id)
         self.tenant_id = tenant_id
 
     def select(self, *entities: Any) -> Select[Any]:

@@ -22,10 +22,11 @@ from bot.conversation.repository import ANSWERED, FAILED, InboundRepository
 from bot.models import InboundMessage, WebhookEvent
 from integrations.shopify.messages import JOB_KIND as CATALOG_JOB_KIND
 from parley.bus.models import DeadLetter
-from parley.db import bind_tenant, session_tenant, utcnow
+from parley.db import utcnow
 from parley.documents import DocumentRepository, JobRepository, job_report
-from parley.errors import NotFound, TenantScopeError
+from parley.errors import NotFound
 from parley.models import Document, Job
+from parley.repository import scope_session
 from tenants.models import ChannelInstallation, ChannelKind
 from tenants.repository import InstallationRepository
 
@@ -35,14 +36,7 @@ SHOWN_DETAILS = ("team_id", "bot_user_id", "shop_name", "currency", "scopes", "u
 
 class _Scoped:
     def __init__(self, session: AsyncSession, tenant_id: str) -> None:
-        if not tenant_id:
-            raise TenantScopeError("a tenant repository needs a tenant id")
-        bound = session_tenant(session)
-        if bound is None:
-            bind_tenant(session, tenant_id)
-        elif bound != tenant_id:
-            raise TenantScopeError(f"session is bound to tenant {bound}, repository asked for {tenant_id}")
-        self.session = session
+        self.session = scope_session(session, tenant_id)
         self.tenant_id = tenant_id
 
 
