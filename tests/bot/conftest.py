@@ -15,10 +15,15 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +48,7 @@ from retrieval.schemas import QueryRequest, QueryResponse
 from tenants import service as tenants
 from tenants.models import ChannelKind
 from tests.bot.emulators import GraphEmulator, SlackEmulator
-from tests.support import services
+from tests.support import services, waiting
 
 FIXTURES = services.SHARED_DATA / "fixtures"
 
@@ -258,19 +263,32 @@ async def stack(make_stack: Callable[..., Awaitable[Stack]]) -> Stack:
     return await make_stack()
 
 
-async def eventually(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.02) -> Any:
-    """Poll ``predicate`` (sync or async) until truthy; fail after ``timeout`` (a bound, not a measurement)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
+#: Polls until a condition holds (tests/support/waiting.py), with this suite's bounds.
+eventually = partial(waiting.eventually, timeout=30.0, interval=0.02)
+
+
+@pytest.fixture
+def worker_processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Document worker processes a test starts (``start_worker``), stopped with SIGTERM at its end."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def start_worker(stack: Stack, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """A real `parley worker documents` on the stack's database, data folder and broker prefix, logging
+    JSON lines to ``log``; ``env`` adds PARLEY_* variables."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+    full.update(PARLEY_DATABASE_URL=stack.settings.effective_database_url, PARLEY_DATA_DIR=str(stack.settings.data_dir),
+                PARLEY_AMQP_URL=services.AMQP_URL, PARLEY_AMQP_PREFIX=stack.settings.amqp_prefix, PARLEY_MAX_ATTEMPTS="1",
+                PARLEY_LOG_JSON="true", **env)
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "parley.cli", "worker", "documents"], env=full, stdout=out, stderr=out)
 
 
 def dm(text: str = "What is your returns policy?", *, ts: str | None = None, event_id: str | None = None) -> dict[str, Any]:

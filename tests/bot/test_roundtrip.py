@@ -5,19 +5,13 @@ is answered from the new document."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from aiohttp import FormData
 
-from tests.bot.conftest import Stack, dm, eventually
+from tests.bot.conftest import Stack, dm, eventually, start_worker
 from tests.bot.test_slack_files import file_share, serve
-from tests.support import services
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -25,31 +19,10 @@ RETURNS = (b"# Returns policy\n\nYou can return any item within 30 days of deliv
            b"## Exceptions\n\nGift cards and final-sale items cannot be returned.\n")
 
 
-@pytest.fixture
-def worker(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def start_worker(stack: Stack, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
-    env.update(PARLEY_DATABASE_URL=stack.settings.effective_database_url, PARLEY_DATA_DIR=str(stack.settings.data_dir),
-               PARLEY_AMQP_URL=services.AMQP_URL, PARLEY_AMQP_PREFIX=stack.settings.amqp_prefix, PARLEY_MAX_ATTEMPTS="1",
-               PARLEY_LOG_JSON="true")
-    out = open(log, "wb")
-    return subprocess.Popen([sys.executable, "-m", "parley.cli", "worker", "documents"], env=env, stdout=out, stderr=out)
-
-
-async def test_upload_to_indexed_through_the_real_worker(make_stack, worker, tmp_path: Path) -> None:
+async def test_upload_to_indexed_through_the_real_worker(make_stack, worker_processes, tmp_path: Path) -> None:
     # Given the gateway and a real document worker on the same database and broker
     stack: Stack = await make_stack()
-    worker.append(start_worker(stack, tmp_path / "worker.log"))
+    worker_processes.append(start_worker(stack, tmp_path / "worker.log"))
     key = {"Authorization": f"Bearer {stack.api_key}"}
     # When a customer-service lead sends returns.md in a Slack DM
     payload = file_share(stack, [{"id": "F0RETURNS", "name": "returns.md", "mimetype": "text/markdown",
@@ -91,4 +64,4 @@ async def test_upload_to_indexed_through_the_real_worker(make_stack, worker, tmp
     # Then the answer cites the document that was just indexed
     answer = (await stack.slack.wait_posted(3))[2]
     assert "returns.md" in answer["text"] and "30 days" in answer["text"]
-    assert worker[0].poll() is None, (tmp_path / "worker.log").read_text()[-2000:]
+    assert worker_processes[0].poll() is None, (tmp_path / "worker.log").read_text()[-2000:]

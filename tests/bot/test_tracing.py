@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,9 +21,8 @@ from parley.bus import Envelope
 from parley.db import unit_of_work
 from parley.logging import JsonFormatter
 from parley.models import Document, OutboxMessage
-from tests.bot.conftest import Stack, eventually
+from tests.bot.conftest import Stack, eventually, start_worker
 from tests.bot.test_slack_files import file_share, serve
-from tests.support import services
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -55,17 +50,6 @@ def gateway_lines(caplog: pytest.LogCaptureFixture) -> Iterator[Lines]:
     logging.getLogger().removeHandler(handler)
 
 
-@pytest.fixture
-def worker(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -84,18 +68,12 @@ def sample(text: str, series: str) -> float:
 
 
 async def test_one_correlation_id_from_the_dm_through_the_worker_to_the_notice(
-        make_stack, worker, gateway_lines: Lines, tmp_path: Path) -> None:
+        make_stack, worker_processes, gateway_lines: Lines, tmp_path: Path) -> None:
     # Given the gateway and a real document worker (JSON logs, /metrics on a port of ours)
     stack: Stack = await make_stack()
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
-    env.update(PARLEY_DATABASE_URL=stack.settings.effective_database_url, PARLEY_DATA_DIR=str(stack.settings.data_dir),
-               PARLEY_AMQP_URL=services.AMQP_URL, PARLEY_AMQP_PREFIX=stack.settings.amqp_prefix, PARLEY_MAX_ATTEMPTS="1",
-               PARLEY_LOG_JSON="true", PARLEY_WORKER_METRICS_PORT=str(port))
     log = tmp_path / "worker.log"
-    with open(log, "wb") as out:
-        worker.append(subprocess.Popen([sys.executable, "-m", "parley.cli", "worker", "documents"], env=env,
-                                       stdout=out, stderr=out))
+    worker_processes.append(start_worker(stack, log, PARLEY_WORKER_METRICS_PORT=str(port)))
     # When a file arrives in a Slack DM
     payload = file_share(stack, [{"id": "F0RETURNS", "name": "returns.md", "mimetype": "text/markdown",
                                   "filetype": "markdown", "size": len(RETURNS)}])
@@ -146,4 +124,4 @@ async def test_one_correlation_id_from_the_dm_through_the_worker_to_the_notice(
     assert sample(text, f"parley_worker_messages_total{{{labels}}}") == 2
     assert sample(text, 'parley_worker_items_indexed_total{kind="document"}') >= 2
     assert sample(text, 'parley_queue_consumers{queue="documents"}') == 1
-    assert worker[0].poll() is None, log.read_text()[-2000:]
+    assert worker_processes[0].poll() is None, log.read_text()[-2000:]

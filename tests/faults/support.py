@@ -17,8 +17,9 @@ import signal
 import subprocess
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,25 +35,14 @@ from parley.documents import create_job, job_report, submit_upload
 from parley.models import Chunk, Document, DocumentStatus, Job, JobItem, JobItemStatus, JobStatus, OutboxMessage
 from parley.settings import Settings
 from parley.vectors.models import VectorEntry
+from tests.support import waiting
 
 REPO = Path(__file__).resolve().parents[2]
 RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
 
 
-async def eventually(predicate: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.1,
-                     what: str = "condition", log: Callable[[], str] | None = None) -> Any:
-    """Poll ``predicate`` (sync or async) until truthy; fail after ``timeout`` (a bound, not a measurement)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not met within {timeout:g}s" + (f"; worker log tail:\n{log()}" if log else ""))
-        await asyncio.sleep(interval)
+#: Polls until a condition holds (tests/support/waiting.py), with this suite's bounds.
+eventually = partial(waiting.eventually, timeout=60.0, interval=0.1)
 
 
 # --- worker processes ---------------------------------------------------------------------------

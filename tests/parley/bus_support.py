@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from parley.bus import Envelope, Outgoing, RabbitBroker, Topology, stage
 from parley.db import _sqlite_pragmas, unit_of_work
 from parley.migrations import alembic_config
 from parley.models import OutboxMessage
-from tests.support import services
+from tests.support import services, waiting
 
 #: Short tiers so retries take milliseconds.
 TEST_DELAYS = (0.05, 0.1, 0.2)
@@ -141,19 +142,8 @@ async def sessions(bus_db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSes
     await engine.dispose()
 
 
-async def eventually(predicate: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.02) -> Any:
-    """Poll ``predicate`` (sync or async) until it returns something truthy; fail after ``timeout``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
-        await asyncio.sleep(interval)
+#: Polls until a condition holds (tests/support/waiting.py), with this suite's bounds.
+eventually = partial(waiting.eventually, timeout=20.0, interval=0.02)
 
 
 async def drain(broker: RabbitBroker, queue_name: str) -> list[aio_pika.abc.AbstractIncomingMessage]:

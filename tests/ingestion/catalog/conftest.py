@@ -3,7 +3,6 @@ and PostgreSQL), real RabbitMQ under a unique prefix, and the real catalog worke
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -11,6 +10,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from parley.vectors.models import VectorEntry
 from tenants.models import Tenant
 from tenants.service import create_tenant
 from tests.integrations.shopify_emulator import ShopifyEmulator, running
-from tests.support import services
+from tests.support import services, waiting
 
 try:
     from parley.embeddings.local import model_installed
@@ -138,18 +138,8 @@ class Stack:
             return (await session.execute(select(func.count()).select_from(JobItem).where(JobItem.job_id == job_id))).scalar_one()
 
 
-async def eventually(predicate: Any, *, timeout: float = 60.0, interval: float = 0.1) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
+#: Polls until a condition holds (tests/support/waiting.py), with this suite's bounds.
+eventually = partial(waiting.eventually, timeout=60.0, interval=0.1)
 
 
 @pytest.fixture
