@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.conversation.repository import ANSWERED, FAILED, InboundRepository
 from bot.models import InboundMessage, WebhookEvent
 from integrations.shopify.messages import JOB_KIND as CATALOG_JOB_KIND
+from parley.bus.dead_letters import list_dead_letters
 from parley.bus.models import DeadLetter
 from parley.db import utcnow
 from parley.documents import DocumentRepository, JobRepository, job_report
@@ -47,12 +48,8 @@ class DeadLetterRepository(_Scoped):
         return select(DeadLetter).where(DeadLetter.tenant_id == self.tenant_id)
 
     async def list(self, *, include_replayed: bool = False, queue: str | None = None, limit: int = 100) -> Sequence[DeadLetter]:
-        stmt = self.select().order_by(DeadLetter.id.desc()).limit(limit)
-        if not include_replayed:
-            stmt = stmt.where(DeadLetter.status == "dead")
-        if queue is not None:
-            stmt = stmt.where(DeadLetter.queue == queue)
-        return (await self.session.execute(stmt)).scalars().all()
+        return await list_dead_letters(self.session, tenant_id=self.tenant_id, queue=queue,
+                                       include_replayed=include_replayed, limit=limit)
 
     async def get(self, id_: int) -> DeadLetter:
         row = (await self.session.execute(self.select().where(DeadLetter.id == id_))).scalar_one_or_none()
