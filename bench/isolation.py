@@ -3,6 +3,7 @@
     .venv/bin/python bench/isolation.py --quick        # ~3 min: 25 s phases, 150 documents, both modes
     .venv/bin/python bench/isolation.py                # full, ~8 min: 60 s phases, 400 documents, both modes
     .venv/bin/python bench/isolation.py --modes parley --phase-seconds 30 --rate 10
+    .venv/bin/python bench/isolation.py --modes parley --stop-workers-while-asking   # diagnostic, see RESULTS.md
 
 Set-up (embedded defaults: SQLite, the embedded vector index, the local MiniLM embedder, the
 offline answerer; a temp data dir, a unique PARLEY_AMQP_PREFIX, a free port): one tenant holds a
@@ -37,6 +38,7 @@ parley's p99 in B within 1.2x of A. Nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import asyncio
 import datetime as dt
 import json
@@ -395,7 +397,33 @@ class Phase:
 WINDOW = 10.0  # seconds per progress window
 
 
-async def stream(base_url: str, tenant_id: str, asks: list[str], rate: float, seconds: float, phase: Phase) -> None:
+class WorkerGate:
+    """Diagnostic (``--stop-workers-while-asking``): SIGSTOP the workers' process groups while any
+    question is in flight, SIGCONT when none is. Not a product mode: it shows how much of the tail
+    is left when indexing never runs during an answer, i.e. what no process priority could remove."""
+
+    def __init__(self) -> None:
+        self.pgids: list[int] = []
+        self.in_flight = 0
+
+    def signal_all(self, sig: int) -> None:
+        for pgid in self.pgids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig)
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        if self.in_flight == 1:
+            self.signal_all(signal.SIGSTOP)
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.signal_all(signal.SIGCONT)
+
+
+async def stream(base_url: str, tenant_id: str, asks: list[str], rate: float, seconds: float, phase: Phase,
+                 gate: WorkerGate | None = None) -> None:
     """Open loop: question i is sent at t0 + i/rate whatever happened to the earlier ones."""
     from retrieval.client import HttpRetrievalClient
     from retrieval.schemas import QueryRequest
@@ -407,11 +435,16 @@ async def stream(base_url: str, tenant_id: str, asks: list[str], rate: float, se
     async def one(i: int, q: str) -> None:
         await asyncio.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
         t = time.perf_counter()
+        if gate is not None:
+            gate.enter()
         try:
             r = await client.query(QueryRequest(tenant_id=tenant_id, message=q))
         except Exception as exc:  # noqa: BLE001 - counted, reported
             phase.errors.append(f"{type(exc).__name__}: {exc}")
             return
+        finally:
+            if gate is not None:
+                gate.leave()
         wall = (time.perf_counter() - t) * 1000
         phase.latencies.append(wall)
         phase.cached += bool(r.cached)
@@ -457,6 +490,7 @@ async def run_mode(mode: str, args: argparse.Namespace, template: Path, tenant_i
     per_phase = int(args.rate * args.phase_seconds)
     warm, first, second = asks[:40], asks[40 : 40 + per_phase], asks[40 + per_phase :]
     phases = {"A": Phase("A"), "B": Phase("B")}
+    gate = WorkerGate()
     try:
         if mode == "parley":
             spec = platform_spec(settings, "retrieval")
@@ -476,6 +510,7 @@ async def run_mode(mode: str, args: argparse.Namespace, template: Path, tenant_i
                     spec = platform_spec(settings, "documents-worker")
                     for w in range(args.workers):
                         procs[f"worker{w}"] = spawn_spec(spec, env, work / f"worker{w}.log")
+                        gate.pgids.append(procs[f"worker{w}"].pid)  # each worker leads its own session
                 else:
                     server.send_signal(signal.SIGUSR1)
             cpu0 = {k: cpu_seconds(p.pid) for k, p in procs.items()}
@@ -490,7 +525,8 @@ async def run_mode(mode: str, args: argparse.Namespace, template: Path, tenant_i
 
             sampler = asyncio.create_task(sample())
             try:
-                await stream(base_url, tenant_id, asks_, args.rate, args.phase_seconds, phase)
+                await stream(base_url, tenant_id, asks_, args.rate, args.phase_seconds, phase,
+                             gate if args.stop_workers_while_asking else None)
             finally:
                 sampler.cancel()
             end = await indexed(sessions, tenant_id)
@@ -508,6 +544,7 @@ async def run_mode(mode: str, args: argparse.Namespace, template: Path, tenant_i
             if p.poll() is not None:
                 say(f"[{mode}] a process exited early ({p.returncode}); see {work}")
     finally:
+        gate.signal_all(signal.SIGCONT)  # a stopped worker cannot act on the SIGTERM that stops it
         codes = {k: stop(p) for k, p in procs.items()}
         await engine.dispose()
         from parley import runtime
@@ -541,7 +578,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "date": started.isoformat(timespec="seconds"),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
             "kb_chunks": kb, "docs": args.docs, "rate_qps": args.rate, "phase_seconds": args.phase_seconds,
-            "workers": args.workers, "modes": {},
+            "workers": args.workers, "stop_workers_while_asking": args.stop_workers_while_asking, "modes": {},
         }
         for i, mode in enumerate(args.modes):
             asks = questions(claims, 40 + 2 * int(args.rate * args.phase_seconds), args.seed + i)
@@ -581,6 +618,9 @@ if __name__ == "__main__":
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "scifact"), help="BEIR SciFact directory")
     parser.add_argument("--cache-dir", default=str(ROOT / "var" / "bench-cache"))
     parser.add_argument("--log-level", default="INFO", help="PARLEY_LOG_LEVEL of the processes (INFO: one line per query, as run)")
+    parser.add_argument("--stop-workers-while-asking", action="store_true",
+                        help="diagnostic: SIGSTOP the workers while a question is in flight (parley mode), to see "
+                             "the tail that is left when indexing never runs during an answer")
     parser.add_argument("--keep", action="store_true", help="keep each mode's data directory (logs, database)")
     ns = parser.parse_args()
     ns.phase_seconds = ns.phase_seconds or (25.0 if ns.quick else 60.0)
