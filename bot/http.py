@@ -1,16 +1,15 @@
 """The HTTP edge shared by every route: error mapping, JSON helpers, API-key authentication.
 
-Errors: a `ParleyError` becomes ``{"error": code, "detail": message}`` with the status its class
-implies; aiohttp's own HTTP errors (413 from ``client_max_size``, 405, 404) become the same JSON
-shape; anything else gets an error id that is logged with the traceback and shown to the caller.
+Errors: the kernel's one map (`parley.http_errors`): a `ParleyError` becomes ``{"error": code,
+"detail": message}`` with the status its class implies; aiohttp's own HTTP errors (413 from
+``client_max_size``, 405, 404) become the same JSON shape; anything else gets an error id that is
+logged with the traceback and shown to the caller. `error_response` is re-exported for the routes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,18 +17,8 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.db import unit_of_work
-from parley.errors import (
-    AlreadyExists,
-    ConfigurationError,
-    Forbidden,
-    InvalidInput,
-    NotFound,
-    ParleyError,
-    TooLarge,
-    Unauthorized,
-    Unavailable,
-    UnsupportedType,
-)
+from parley.errors import InvalidInput, Unauthorized
+from parley.http_errors import error_response, make_error_middleware
 from parley.logging import bound
 from tenants.repository import authenticate_api_key
 
@@ -37,76 +26,11 @@ log = logging.getLogger("parley.gateway")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_STATUS: list[tuple[type[ParleyError], int]] = [
-    (TooLarge, 413),
-    (UnsupportedType, 415),
-    (InvalidInput, 400),
-    (NotFound, 404),
-    (AlreadyExists, 409),
-    (Unauthorized, 401),
-    (Forbidden, 403),
-    (Unavailable, 503),
-    (ConfigurationError, 500),
-]
+__all__ = ["API_KEY_ID", "MAX_BODY", "TENANT", "error_middleware", "error_response", "read_json", "require_api_key"]
 
+error_middleware = make_error_middleware(logger=log)
 
-def status_for(exc: ParleyError) -> int:
-    for cls, status in _STATUS:
-        if isinstance(exc, cls):
-            return status
-    return 400
-
-
-def error_response(status: int, code: str, detail: Any = None, *, error_id: str | None = None,
-                   headers: dict[str, str] | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": code, "detail": detail}
-    if error_id:
-        body["error_id"] = error_id
-    return web.json_response(body, status=status, headers=headers)
-
-
-_HTTP_CODES = {400: "invalid_input", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-               413: "too_large", 415: "unsupported_type"}
-
-
-_CORRELATION_OK = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Binds a correlation id to the request (the caller's ``X-Correlation-Id`` or a new one) and
-    echoes it: every log line, and every message the request stages (an upload's
-    ``document.uploaded``, then the worker's lines and notices), carries it."""
-    given = request.headers.get("X-Correlation-Id", "")
-    correlation = given if _CORRELATION_OK.match(given) else uuid.uuid4().hex
-    with bound(correlation_id=correlation):
-        response = await _map_errors(request, handler)
-    if not response.prepared:
-        response.headers["X-Correlation-Id"] = correlation
-    return response
-
-
-async def _map_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ParleyError as exc:
-        status = status_for(exc)
-        if status >= 500:
-            log.warning("request failed: %s", exc, extra={"path": request.path, "code": exc.code})
-        return error_response(status, exc.code, exc.message)
-    except web.HTTPException as exc:
-        if exc.status < 400 or exc.content_type == "application/json":
-            raise
-        detail = exc.reason
-        if exc.status == 413:
-            detail = f"request body is larger than the limit of {request.app.get(MAX_BODY, 0):,} bytes"
-        return error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"), detail)
-    except Exception:
-        error_id = uuid.uuid4().hex[:12]
-        log.exception("unexpected error", extra={"error_id": error_id, "path": request.path})
-        return error_response(500, "internal", f"unexpected error (error id {error_id})", error_id=error_id)
-
-
+#: The app's ``client_max_size`` (set by `bot.app.create_app`); the 413 answer reads it from the request itself.
 MAX_BODY = web.AppKey("parley_max_body", int)
 
 

@@ -1,4 +1,4 @@
-"""HTTP edge of the retrieval service: handlers, error mapping, typed app keys.
+"""HTTP edge of the retrieval service: handlers, typed app keys, the error middleware.
 
 * ``POST /v1/query`` - a `QueryRequest` in, a `QueryResponse` out. Malformed input is a 400 with
   ``{"error": "invalid_json" | "invalid_input", "detail": ...}``; an unknown tenant a 404.
@@ -7,16 +7,17 @@
   query and the index finished warming; 503 with the failing checks otherwise.
 * ``GET /metrics`` - Prometheus text from the app's own registry.
 
-Errors: domain errors (`ParleyError`) map to a status by class, with their stable code; any other
-exception is a 500 whose body carries an error id that is logged with the traceback. aiohttp's
-own HTTP errors (404 route, 405, 413) are rendered in the same JSON shape.
+Errors: the kernel's one map (`parley.http_errors`, the gateway's too): domain errors
+(`ParleyError`) map to a status by class, with their stable code; any other exception is a 500
+whose body carries an error id that is logged with the traceback. aiohttp's own HTTP errors (404
+route, 405, 413) are rendered in the same JSON shape. A failed ``/v1/query`` answered with a 5xx
+is counted in the metrics (``outcome="error"``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,11 +26,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from sqlalchemy import text
 
-from parley.errors import (
-    AlreadyExists, ConfigurationError, Forbidden, InvalidInput, NotFound, ParleyError, TenantScopeError, Unauthorized,
-    Unavailable,
-)
-from parley.logging import bound
+from parley.http_errors import error_response, make_error_middleware
 from retrieval.metrics import RetrievalMetrics
 from retrieval.schemas import QueryRequest
 from retrieval.service import RetrievalService
@@ -51,59 +48,14 @@ METRICS = web.AppKey("retrieval_metrics", RetrievalMetrics)
 READINESS = web.AppKey("retrieval_readiness", Readiness)
 DB_CHECK = web.AppKey("retrieval_db_check", Callable[[], Awaitable[None]])
 
-_STATUS: tuple[tuple[type[ParleyError], int], ...] = (
-    (NotFound, 404),
-    (InvalidInput, 400),
-    (Unauthorized, 401),
-    (Forbidden, 403),
-    (AlreadyExists, 409),
-    (Unavailable, 503),
-    (TenantScopeError, 500),
-    (ConfigurationError, 500),
-)
 
-
-def status_for(exc: ParleyError) -> int:
-    for cls, status in _STATUS:
-        if isinstance(exc, cls):
-            return status
-    return 503 if exc.retryable else 500
-
-
-def error_response(status: int, code: str, detail: Any = None, *, error_id: str | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": code, "detail": detail}
-    if error_id:
-        body["error_id"] = error_id
-    return web.json_response(body, status=status)
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    correlation = request.headers.get("X-Correlation-Id") or uuid.uuid4().hex
-    with bound(correlation_id=correlation):
-        try:
-            return await handler(request)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
-        except ParleyError as exc:
-            status = status_for(exc)
-            if status >= 500:
-                log.error("request failed: %s", exc, extra={"code": exc.code})
-                _count_error(request)
-            return error_response(status, exc.code, exc.message)
-        except Exception:  # noqa: BLE001 - the one place unknown errors become a response
-            error_id = uuid.uuid4().hex[:12]
-            log.exception("unexpected error", extra={"error_id": error_id, "path": request.path})
-            _count_error(request)
-            return error_response(500, "internal", "unexpected error; quote the error id when reporting it", error_id=error_id)
-
-
-def _count_error(request: web.Request) -> None:
+def _count_error(request: web.Request, status: int, exc: BaseException) -> None:
     metrics = request.app.get(METRICS)
-    if metrics is not None and request.path == "/v1/query":
+    if status >= 500 and metrics is not None and request.path == "/v1/query":
         metrics.error()
+
+
+error_middleware = make_error_middleware(logger=log, on_error=_count_error)
 
 
 async def query(request: web.Request) -> web.Response:
