@@ -8,10 +8,12 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY parley ./parley
 COPY tenants ./tenants
+COPY knowledge ./knowledge
 COPY bot ./bot
 COPY retrieval ./retrieval
 COPY ingestion ./ingestion
 COPY integrations ./integrations
+COPY cli ./cli
 COPY alembic ./alembic
 COPY alembic.ini ./
 RUN pip install -e . && useradd --system --home /data parley && mkdir -p /data && chown parley /data

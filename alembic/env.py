@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from parley.db import Base, UTCDateTime
-from parley.migrations import load_models
+from cli.migrations import load_models
 from parley.settings import Settings
 
 load_models()

@@ -4,7 +4,7 @@
     .venv/bin/python bench/fairness.py --backlog 300 --products 300      # quick, ~2 min
     .venv/bin/python bench/fairness.py --parts documents --workers 2
 
-Processes as ``parley up`` starts them (``parley.supervisor.platform_processes``: nice 19, one
+Processes as ``parley up`` starts them (``cli.supervisor.platform_processes``: nice 19, one
 embedding thread), on the embedded defaults (SQLite, a temp data dir, a unique AMQP prefix);
 uploads go through ``submit_upload`` and an outbox relay in this process, as the gateway does.
 
@@ -49,14 +49,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import delete_topology, stop_process  # noqa: E402
 from bench.ingest import render, texts  # noqa: E402
-from bench.isolation import base_env, load, platform_spec, say, spawn_spec, stop, wait_log  # noqa: E402
-from parley import migrations, runtime  # noqa: E402
+from bench.isolation import base_env, load, platform_spec, say, spawn_spec, wait_log  # noqa: E402
+from cli import migrations  # noqa: E402
+from parley import runtime  # noqa: E402
 from parley.blobs import BlobStore  # noqa: E402
 from parley.bus import OutboxRelay  # noqa: E402
 from parley.db import create_engine, create_sessionmaker, unit_of_work  # noqa: E402
-from parley.documents import JobRepository, create_job, submit_upload  # noqa: E402
-from parley.models import Document, DocumentStatus  # noqa: E402
+from knowledge.repository import JobRepository  # noqa: E402
+from knowledge.service import create_job, submit_upload  # noqa: E402
+from knowledge.models import Document, DocumentStatus  # noqa: E402
 from parley.settings import Settings  # noqa: E402
 from tenants import service as tenants  # noqa: E402
 
@@ -116,16 +119,13 @@ class Stack:
             return await s.get(Document, document_id)  # type: ignore[return-value]
 
     async def __aexit__(self, *exc: object) -> None:
-        codes = {k: stop(p) for k, p in self.procs.items()}
+        codes = {k: stop_process(p, timeout=40) for k, p in self.procs.items()}
         bad = {k: c for k, c in codes.items() if c not in (0, None)}
         if bad:
             say(f"worker exit codes {bad}; logs in {self.work}")
         await self.relay.stop()
-        try:
-            await self.broker.delete_topology()
-        finally:
-            await self.broker.close()
-            await self.engine.dispose()
+        await delete_topology(self.broker)
+        await self.engine.dispose()
         if not self.keep:
             shutil.rmtree(self.work, ignore_errors=True)
         else:
@@ -167,7 +167,7 @@ async def products_written(stack: Stack, tenant_id: str, doc: Document) -> int:
     """A's product rows written between B's upload and B's document being indexed."""
     from sqlalchemy import func, select
 
-    from parley.models import Product
+    from knowledge.models import Product
 
     stmt = select(func.count()).select_from(Product).where(
         Product.tenant_id == tenant_id, Product.updated_at > doc.created_at, Product.updated_at <= doc.indexed_at)

@@ -4,7 +4,8 @@
     .venv/bin/python bench/gateway_ack.py --database-url postgresql+asyncpg://postgres@127.0.0.1/parley_bench
 
 What runs where:
-* the gateway is its own process (``bot.app.serve``), configured through ``PARLEY_*`` variables,
+* the gateway is its own process, started as ``parley up`` starts it (``parley gateway``; ``--construction
+  app`` for the bare ``bot.app.serve`` of earlier runs), configured through ``PARLEY_*`` variables,
   on a fresh migrated database (SQLite file by default, or the PostgreSQL URL given) and a
   unique RabbitMQ prefix;
 * this process plays Slack (signed ``message.im`` and ``file_share`` deliveries, plus the Web API
@@ -30,7 +31,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -47,8 +47,9 @@ import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
+from bench._common import delete_topology, free_port, stop_process  # noqa: E402
 from bot.models import InboundMessage  # noqa: E402
-from parley import migrations  # noqa: E402
+from cli import migrations  # noqa: E402
 from parley.bus import RabbitBroker, Topology  # noqa: E402
 from parley.crypto import load_secret_box  # noqa: E402
 from parley.db import create_engine, create_sessionmaker, unit_of_work  # noqa: E402
@@ -67,7 +68,14 @@ def team(i: int) -> str:
 
 def token(i: int) -> str:
     return f"xoxb-bench-token-{i:03d}"
-SERVE = os.environ.get("BENCH_SERVE") or "import asyncio; from bot.app import serve; from parley.settings import Settings; asyncio.run(serve(Settings()))"
+#: How the gateway process is started. "cli" is what `parley up`, the supervisor and docker compose run
+#: (`parley gateway`: the composition root's gateway); "app" is the bare app factory the first runs of
+#: this benchmark used (``bot.app.serve(Settings())``), kept to compare the two in one run.
+CONSTRUCTIONS = {
+    "cli": [sys.executable, "-m", "cli", "gateway"],
+    "app": [sys.executable, "-c",
+            "import asyncio; from bot.app import serve; from parley.settings import Settings; asyncio.run(serve(Settings()))"],
+}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -121,14 +129,6 @@ async def serve_app(app: web.Application) -> tuple[web.AppRunner, str]:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return runner, f"http://127.0.0.1:{port}"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def prepare(settings: Settings, n: int) -> None:
@@ -198,7 +198,7 @@ async def run(args: argparse.Namespace) -> None:
                PARLEY_LOG_LEVEL="WARNING", PARLEY_LOG_JSON="true", PARLEY_MAX_UPLOAD_BYTES=str(1 << 20))
     log = open(workdir / "gateway.log", "wb")
     nice = (lambda: os.nice(args.gateway_nice)) if args.gateway_nice else None
-    gateway = subprocess.Popen([sys.executable, "-c", SERVE], env=env, stdout=log, stderr=log, cwd=ROOT, preexec_fn=nice)
+    gateway = subprocess.Popen(CONSTRUCTIONS[args.construction], env=env, stdout=log, stderr=log, cwd=ROOT, preexec_fn=nice)
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.concurrency)) as http:
@@ -277,21 +277,12 @@ async def run(args: argparse.Namespace) -> None:
         target = percentile(every, 99) < 50
         print(f"target p99 < 50 ms: {'met' if target else 'NOT met'}")
     finally:
-        gateway.send_signal(signal.SIGTERM)
-        try:
-            gateway.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
+        stop_process(gateway, timeout=60)
         log.close()
         await slack_runner.cleanup()
         await retrieval_runner.cleanup()
-        cleaner = RabbitBroker(settings.amqp_url, topology=Topology(prefix=prefix), connection_name=f"{prefix}cleanup")
-        try:
-            await cleaner.start()
-            await cleaner.delete_topology()
-            await cleaner.close()
-        except Exception as exc:  # noqa: BLE001
-            print(f"(could not delete the bench topology {prefix}: {exc})")
+        await delete_topology(RabbitBroker(settings.amqp_url, topology=Topology(prefix=prefix),
+                                           connection_name=f"{prefix}cleanup"), start=True)
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -313,6 +304,9 @@ def main() -> None:
     parser.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the answers after the burst")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (database, gateway.log)")
+    parser.add_argument("--construction", choices=sorted(CONSTRUCTIONS), default="cli",
+                        help="cli: start the gateway as `parley up` does (`parley gateway`); "
+                             "app: the bare bot.app.serve(Settings()) of earlier runs")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -33,12 +33,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import delete_topology, stop_process  # noqa: E402
 from parley.blobs import BlobStore  # noqa: E402
 from parley.bus import OutboxRelay  # noqa: E402
 from parley.db import bind_admin, create_engine, create_sessionmaker, unit_of_work  # noqa: E402
-from parley.documents import JobRepository, create_job, submit_upload  # noqa: E402
+from knowledge.repository import JobRepository  # noqa: E402
+from knowledge.service import create_job, submit_upload  # noqa: E402
 from parley.settings import Settings  # noqa: E402
-from parley import migrations, runtime  # noqa: E402
+from cli import migrations  # noqa: E402
+from parley import runtime  # noqa: E402
 from tenants import service as tenants  # noqa: E402
 
 SCIFACT = ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
@@ -123,7 +126,7 @@ async def main() -> None:
         # 2. throughput with real worker processes
         env = {**os.environ, "PARLEY_DATA_DIR": str(settings.data_dir), "PARLEY_AMQP_PREFIX": prefix, "PARLEY_LOG_LEVEL": "WARNING"}
         procs = [
-            subprocess.Popen([sys.executable, "-m", "parley.cli", "worker", "documents"], env=env,
+            subprocess.Popen([sys.executable, "-m", "cli", "worker", "documents"], env=env,
                              preexec_fn=lambda: os.nice(19), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for _ in range(workers)
         ]
@@ -136,14 +139,12 @@ async def main() -> None:
             await asyncio.sleep(0.5)
         elapsed = time.perf_counter() - t0
         for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=60)
+            stop_process(p, timeout=60)
         async with unit_of_work(sessions, admin=True) as s:
             bind_admin(s)
             from sqlalchemy import func, select
 
-            from parley.models import Chunk
+            from knowledge.models import Chunk
 
             chunks = (await s.execute(select(func.count()).select_from(Chunk))).scalar_one()
             chunk_texts = list((await s.execute(select(Chunk.text).limit(args.raw_sample))).scalars())
@@ -152,8 +153,7 @@ async def main() -> None:
         results[f"workers_{workers}"] = {"ack_p50_ms": pct(acks, .5), "ack_p99_ms": pct(acks, .99), "seconds": elapsed,
                                          "chunks": chunks, "chunks_per_s": rate, "failed": job.failed}
         await relay.stop()
-        await broker.delete_topology()
-        await broker.close()
+        await delete_topology(broker)
         await engine.dispose()
 
     # 3. the embedder alone, one thread, same texts

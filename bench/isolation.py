@@ -17,7 +17,7 @@ before it answers "received"), so the burst sits in the outbox when the phases s
 
 Two modes, each on a fresh copy of that state:
 
-* ``parley``: the processes ``parley up`` runs, built from ``parley.supervisor.platform_processes``
+* ``parley``: the processes ``parley up`` runs, built from ``cli.supervisor.platform_processes``
   (command, niceness, math-library thread variables): ``parley retrieval`` at nice 0 and
   ``--workers`` x ``parley worker documents`` at the configured worker niceness (19).
 * ``coupled`` (the "before" picture): one process serves the same retrieval app and also
@@ -47,7 +47,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -60,6 +59,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import delete_topology, free_port, stop_process  # noqa: E402
+
 DOCS_DIR = ROOT.parent / "shared" / "data" / "docs"
 
 
@@ -70,12 +71,6 @@ def say(msg: str) -> None:
 # --- processes ------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def base_env(**parley: str) -> dict[str, str]:
     """This environment without any PARLEY_* or OpenAI variable, plus the given PARLEY_* ones."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PARLEY_", "OPENAI_"))}
@@ -84,7 +79,7 @@ def base_env(**parley: str) -> dict[str, str]:
 
 
 def spawn(command: list[str], env: dict[str, str], log: Path, *, nice: int = 0) -> subprocess.Popen[bytes]:
-    """Start a child the way ``parley up`` does (parley.supervisor._Child.start): own session, niceness set before exec."""
+    """Start a child the way ``parley up`` does (cli.supervisor._Child.start): own session, niceness set before exec."""
     out = open(log, "ab")
 
     def lower_priority() -> None:
@@ -99,31 +94,18 @@ def spawn(command: list[str], env: dict[str, str], log: Path, *, nice: int = 0) 
 
 
 def platform_spec(settings: Any, name: str) -> Any:
-    from parley.supervisor import platform_processes
+    from cli.supervisor import platform_processes
 
     return next(s for s in platform_processes(settings) if s.name == name)
 
 
 def spawn_spec(spec: Any, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """A ``parley.supervisor.ProcessSpec`` started as ``parley up`` starts it: its command, niceness and env
+    """A ``cli.supervisor.ProcessSpec`` started as ``parley up`` starts it: its command, niceness and env
     (a worker's /metrics endpoint on a free port instead of the fixed one, so several copies can run)."""
     child_env = {**env, **spec.env}
     if "PARLEY_WORKER_METRICS_PORT" in spec.env:
         child_env["PARLEY_WORKER_METRICS_PORT"] = "0"
-    return spawn([sys.executable, "-m", "parley.cli", *spec.command], child_env, log, nice=spec.nice)
-
-
-def stop(proc: subprocess.Popen[bytes] | None, timeout: float = 40.0) -> int | None:
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the parser fork server goes too
-            proc.wait()
-    return proc.returncode
+    return spawn([sys.executable, "-m", "cli", *spec.command], child_env, log, nice=spec.nice)
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -278,7 +260,7 @@ async def build_template(args: argparse.Namespace, work: Path) -> tuple[str, int
     from bench.retrieval_quality import chunk_corpus, embed_cached, read_jsonl
     from parley.blobs import BlobStore
     from parley.db import create_engine, create_sessionmaker, unit_of_work
-    from parley.documents import create_job, submit_upload
+    from knowledge.service import create_job, submit_upload
     from parley.settings import Settings
 
     corpus = read_jsonl(Path(args.data) / "corpus.jsonl")
@@ -310,12 +292,10 @@ async def serve_coupled(consumers: int) -> None:
     embedder and vector index. The consumers (and an outbox relay) start on SIGUSR1; SIGTERM stops all."""
     from aiohttp import web
 
-    from ingestion.documents import sandbox
-    from ingestion.documents.consumer import document_consumer
-    from ingestion.documents.service import IndexingDeps
+    from ingestion.documents.consumer import build_document_consumer
     from parley import runtime
-    from parley.blobs import BlobStore
     from parley.bus import OutboxRelay
+    from parley.worker import WorkerContext
     from parley.db import create_engine, create_sessionmaker
     from parley.logging import configure_logging
     from parley.settings import Settings
@@ -339,6 +319,7 @@ async def serve_coupled(consumers: int) -> None:
     await web.TCPSite(runner, settings.retrieval_host, settings.retrieval_port).start()
     broker = runtime.rabbit_broker(settings, "coupled")
     relay = None
+    workers = None
     try:
         await asyncio.wait([asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(indexing.wait())],
                            return_when=asyncio.FIRST_COMPLETED)
@@ -346,9 +327,8 @@ async def serve_coupled(consumers: int) -> None:
             await broker.start()
             relay = OutboxRelay(sessions, broker)
             await relay.start()
-            deps = IndexingDeps(sessions=sessions, blobs=BlobStore(settings.effective_blob_dir), embedder=embedder,
-                                index=index, max_member_bytes=settings.max_upload_bytes)
-            group = [document_consumer(deps, broker, max_attempts=settings.max_attempts) for _ in range(consumers)]
+            workers = WorkerContext(settings=settings, sessions=sessions, broker=broker, embedder=embedder, index=index)
+            group = [build_document_consumer(workers) for _ in range(consumers)]
             print("coupled consumers started", file=sys.stderr, flush=True)
             from parley.bus import run_consumer
 
@@ -357,7 +337,8 @@ async def serve_coupled(consumers: int) -> None:
         if relay is not None:
             await relay.stop()
         await broker.close()
-        await sandbox.aclose()
+        if workers is not None:
+            await workers.aclose()  # the parser fork server
         await runner.cleanup()  # closes the service; the index and embedder are ours
         await index.aclose()
         await embedder.aclose()
@@ -464,7 +445,7 @@ async def indexed(sessions: Any, tenant_id: str) -> tuple[int, int]:
     from sqlalchemy import func, select
 
     from parley.db import unit_of_work
-    from parley.models import Chunk, Document, DocumentStatus
+    from knowledge.models import Chunk, Document, DocumentStatus
 
     async with unit_of_work(sessions, tenant_id=tenant_id) as s:
         chunks = (await s.execute(select(func.count()).select_from(Chunk).where(Chunk.tenant_id == tenant_id))).scalar_one()
@@ -545,17 +526,11 @@ async def run_mode(mode: str, args: argparse.Namespace, template: Path, tenant_i
                 say(f"[{mode}] a process exited early ({p.returncode}); see {work}")
     finally:
         gate.signal_all(signal.SIGCONT)  # a stopped worker cannot act on the SIGTERM that stops it
-        codes = {k: stop(p) for k, p in procs.items()}
+        codes = {k: stop_process(p, timeout=40) for k, p in procs.items()}  # own sessions: the parser fork servers go too
         await engine.dispose()
         from parley import runtime
 
-        cleaner = runtime.rabbit_broker(settings, "bench-cleanup")
-        try:
-            await cleaner.start()
-            await cleaner.delete_topology()
-            await cleaner.close()
-        except Exception as exc:  # noqa: BLE001
-            say(f"(could not delete the bench topology {prefix}: {exc})")
+        await delete_topology(runtime.rabbit_broker(settings, "bench-cleanup"), start=True)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         else:

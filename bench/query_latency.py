@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -46,8 +45,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import free_port  # noqa: E402
 from bench.retrieval_quality import DEFAULT_DATA, chunk_corpus, embed_cached, read_jsonl, say  # noqa: E402
-from parley import migrations  # noqa: E402
+from cli import migrations  # noqa: E402
 from parley.db import create_engine, create_sessionmaker, unit_of_work  # noqa: E402
 from parley.settings import Settings  # noqa: E402
 from parley.vectors import EmbeddedVectorIndex, IndexItem  # noqa: E402
@@ -79,12 +79,6 @@ def synthesize(n: int, base: list[dict[str, Any]], vectors: np.ndarray, seed: in
         out[j] = v / np.linalg.norm(v)
         chunks.append({"doc": f"mix-{j // 10}", "title": f"Notes {j // 10}", "ordinal": j % 10, "text": " ".join(picked), "heading_path": ["Notes", f"Part {j % 10}"]})
     return chunks, out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pct(values: list[float]) -> dict[str, float]:

@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from ingestion.documents.chunking import chunk_document  # noqa: E402
 from ingestion.documents.model import Block, ExtractedDocument  # noqa: E402
-from parley import migrations  # noqa: E402
+from cli import migrations  # noqa: E402
 from parley.db import create_engine, create_sessionmaker, unit_of_work  # noqa: E402
 from parley.settings import Settings  # noqa: E402
 from parley.vectors import EmbeddedVectorIndex, IndexItem  # noqa: E402

@@ -42,14 +42,16 @@ from cryptography.fernet import Fernet
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import delete_topology, stop_process  # noqa: E402
 from bot.channels.shopify import connect_custom_app, setup_shopify  # noqa: E402
 from integrations.shopify.config import ShopifyConfig  # noqa: E402
 from integrations.shopify.products import from_graphql  # noqa: E402
-from parley import migrations, runtime  # noqa: E402
+from cli import migrations  # noqa: E402
+from parley import runtime  # noqa: E402
 from parley.bus import OutboxRelay  # noqa: E402
 from parley.crypto import SecretBox  # noqa: E402
 from parley.db import create_engine, create_sessionmaker, unit_of_work  # noqa: E402
-from parley.documents import JobRepository  # noqa: E402
+from knowledge.repository import JobRepository  # noqa: E402
 from parley.settings import Settings  # noqa: E402
 from parley.vectors import create_vector_index  # noqa: E402
 from tenants import service as tenants  # noqa: E402
@@ -112,7 +114,7 @@ async def main() -> None:
         if args.database_url:
             env["PARLEY_DATABASE_URL"] = args.database_url
         log = open(tmp / "worker.log", "wb")
-        worker = subprocess.Popen([sys.executable, "-m", "ingestion.catalog"], env=env, cwd=ROOT, stdout=log, stderr=log)
+        worker = subprocess.Popen([sys.executable, "-m", "cli", "worker", "catalog"], env=env, cwd=ROOT, stdout=log, stderr=log)
         reader = create_vector_index(settings, role="reader", sessions=sessions)
         try:
             # --- 1. full sync -------------------------------------------------------------
@@ -156,13 +158,11 @@ async def main() -> None:
             print(f"webhook -> searchable ms over {len(lags)}: p50 {pct(lags, .5):.0f}  p95 {pct(lags, .95):.0f}  "
                   f"max {max(lags):.0f}  (reader refresh interval 1 s)")
         finally:
-            worker.terminate()
-            worker.wait(timeout=60)
+            stop_process(worker, timeout=60)
             log.close()
             await reader.aclose()
             await relay.stop()
-            await broker.delete_topology()
-            await broker.close()
+            await delete_topology(broker)
             await engine.dispose()
 
     # --- 3. the embedder alone on the same texts ---------------------------------------------

@@ -55,14 +55,16 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
+from bench._common import delete_topology, free_port, stop_process  # noqa: E402
 from bench.gateway_ack import SECRET, delivery, prepare, serve_app, signed, team, token  # noqa: E402
-from bench.isolation import base_env, free_port, load, rss_mb, say, wait_http_ready  # noqa: E402
+from bench.isolation import base_env, load, rss_mb, say, wait_http_ready  # noqa: E402
 from bench.retrieval_quality import read_jsonl  # noqa: E402
 from bot.models import InboundMessage  # noqa: E402
-from parley import migrations, runtime  # noqa: E402
-from parley.bus.models import DeadLetter, PendingMessage  # noqa: E402
+from cli import migrations  # noqa: E402
+from parley import runtime  # noqa: E402
+from parley.bus.models import DeadLetter, OutboxMessage, PendingMessage  # noqa: E402
 from parley.db import create_engine, create_sessionmaker, unit_of_work  # noqa: E402
-from parley.models import Document, OutboxMessage  # noqa: E402
+from knowledge.models import Document  # noqa: E402
 from parley.settings import Settings  # noqa: E402
 
 SCIFACT = ROOT.parent / "shared" / "data" / "scifact"
@@ -123,7 +125,7 @@ async def run(args: argparse.Namespace) -> None:
     from bot.channels.shopify import connect_custom_app
     from integrations.shopify.config import ShopifyConfig
     from parley.crypto import SecretBox
-    from parley.documents import JobRepository
+    from knowledge.repository import JobRepository
     from tests.bot.emulators import SlackEmulator
     from tests.integrations.shopify_emulator import ShopifyEmulator, running
 
@@ -176,7 +178,7 @@ async def run(args: argparse.Namespace) -> None:
                        shopify_base_url=config.base_url, shopify_poll_interval="0.2", log_json="true",
                        worker_metrics_port=metrics_port)
         with open(log_path, "wb") as log:
-            up = subprocess.Popen([sys.executable, "-m", "parley.cli", "up"], env=env, cwd=ROOT, stdout=log, stderr=log)
+            up = subprocess.Popen([sys.executable, "-m", "cli", "up"], env=env, cwd=ROOT, stdout=log, stderr=log)
         broker = runtime.rabbit_broker(settings, "soak-monitor")
         try:
             gateway_url, retrieval_url = f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{rt_port}"
@@ -285,24 +287,15 @@ async def run(args: argparse.Namespace) -> None:
                                             for k in ("documents", "catalog", "notifications")},
                             "backlog": (await db_counts(sessions))["pending"], "load": load()})
             final = await db_counts(sessions)
-            from parley.models import Product
+            from knowledge.models import Product
 
             async with unit_of_work(sessions, tenant_id=tenant_ids[0]) as s:
                 titles = dict((await s.execute(select(Product.shopify_id, Product.title).where(
                     Product.tenant_id == tenant_ids[0], Product.shop_domain == shop))).all())
             final["webhook_titles_current"] = f"{sum(titles.get(p) == t for p, t in renamed.items())}/{len(renamed)}"
         finally:
-            if up is not None and up.poll() is None:
-                up.send_signal(signal.SIGINT)
-                try:
-                    up.wait(timeout=90)
-                except subprocess.TimeoutExpired:
-                    up.kill()
-            try:
-                await broker.delete_topology()
-            except Exception as exc:  # noqa: BLE001
-                say(f"(could not delete the topology {prefix}: {exc})")
-            await broker.close()
+            stop_process(up, timeout=90, sig=signal.SIGINT)  # Ctrl-C, as a person stops `parley up`
+            await delete_topology(broker)
             await slack_runner.cleanup()
             await engine.dispose()
 

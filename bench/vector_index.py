@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from alembic import command  # noqa: E402
 
-from parley import migrations  # noqa: E402
+from cli import migrations  # noqa: E402
 from parley.db import create_engine, create_sessionmaker  # noqa: E402
 from parley.settings import Settings  # noqa: E402
 from parley.vectors import EmbeddedVectorIndex, IndexItem  # noqa: E402

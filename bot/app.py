@@ -12,6 +12,10 @@
     conversation service + answer dispatcher (`bot.answering`; it first recovers what a previous
     process left unanswered) -> Slack's Bolt app -> notifications consumer (once the broker is up)
 
+The parser plugins (``settings.parser_plugin_paths``) are loaded when the app is created, into the
+gateway's own format registry (`parley.formats`): its upload doors then accept their formats, as
+the document worker reads them. A plugin that cannot be loaded stops the gateway from starting.
+
 Anything passed in `GatewayDeps` is used as given and not closed by the app (its owner closes
 it). Other route sets mount through ``deps.route_installers``: each is called with the app at
 creation (e.g. the Shopify adapter's ``setup_shopify``) and reads ``app[GATEWAY]`` at request time.
@@ -64,6 +68,7 @@ from parley.blobs import BlobStore
 from parley.bus import Broker, OutboxRelay
 from parley.crypto import SecretBox, load_secret_box
 from parley.db import create_engine, create_sessionmaker
+from parley.formats import FormatRegistry, load_format_plugins
 from parley.settings import Settings
 from retrieval.client import HttpRetrievalClient, RetrievalClient
 
@@ -99,7 +104,8 @@ def create_app(settings: Settings, *, deps: GatewayDeps | None = None) -> web.Ap
     app = web.Application(middlewares=[webhook_priority, error_middleware], client_max_size=config.max_webhook_bytes)
     app[MAX_BODY] = config.max_webhook_bytes
     app[METRICS] = GatewayMetrics()
-    app.cleanup_ctx.append(partial(_resources, settings, config, deps))
+    formats = load_format_plugins(settings.parser_plugin_paths)
+    app.cleanup_ctx.append(partial(_resources, settings, config, deps, formats))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -143,7 +149,8 @@ async def _closing(closers: list[Callable[[], Any]]) -> None:
             log.exception("closing %r failed", close)
 
 
-async def _resources(settings: Settings, config: GatewayConfig, deps: GatewayDeps, app: web.Application) -> AsyncIterator[None]:
+async def _resources(settings: Settings, config: GatewayConfig, deps: GatewayDeps, formats: FormatRegistry,
+                     app: web.Application) -> AsyncIterator[None]:
     closers: list[Callable[[], Any]] = []  # run in reverse at shutdown
     background: list[asyncio.Task[Any]] = []
     connecting: asyncio.Task[None] | None = None
@@ -188,7 +195,7 @@ async def _resources(settings: Settings, config: GatewayConfig, deps: GatewayDep
         blobs = BlobStore(settings.effective_blob_dir)
         slack_client = deps.slack_client or AsyncWebClient(base_url=config.slack_api_url, session=http, timeout=30)
         channels = _channels(config, http=http, directory=directory, slack_client=slack_client)
-        intake = UploadIntake(sessions, blobs, default_max_bytes=config.max_upload_bytes)
+        intake = UploadIntake(sessions, blobs, default_max_bytes=config.max_upload_bytes, formats=formats)
         retrieval = deps.retrieval
         if retrieval is None:
             retrieval = HttpRetrievalClient(settings.effective_retrieval_url, timeout=config.retrieval_timeout)

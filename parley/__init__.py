@@ -1,6 +1,8 @@
-"""Parley's kernel: what every process shares (settings, db, bus, vectors, embeddings, blobs, errors, logging).
+"""Parley's kernel: what every process shares (settings, db + repository base, errors, logging,
+crypto, blobs, the bus with every message contract and the outbox, vectors, embeddings, the one
+HTTP error map and the one worker bootstrap).
 
-Nothing in this package imports another Parley package, except `parley.cli`, the composition root.
+Nothing in this package imports another Parley package; the composition root is the `cli` package.
 """
 
 __version__ = "0.1.0"

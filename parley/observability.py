@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from parley.bus import Broker, Consumer, Envelope, Failure
 from parley.db import unit_of_work
 from parley.settings import Settings
-from parley.status import outbox_backlog, pending_backlog
+from parley.bus.stats import outbox_backlog, pending_backlog
 
 log = logging.getLogger("parley.observability")
 

@@ -108,7 +108,7 @@ class Settings(BaseSettings):
         default=768, ge=64, description="Memory one document's parser may use, in MB; past it the document fails (memory_limit)."
     )
     parser_plugins: str = Field(
-        default="", description="Comma-separated Python files the parser sandbox loads before parsing (extra formats: ingestion.documents.extract.register_format)."
+        default="", description="Comma-separated Python files that add document formats (ingestion.documents.extract.register_format): the gateway loads them at start-up to accept those uploads, the parser sandbox before parsing."
     )
 
     # --- retrieval (answer path) ------------------------------------------------------

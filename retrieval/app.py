@@ -74,14 +74,10 @@ def create_app(settings: Settings, *, deps: RetrievalDeps | None = None, freeze_
 
 
 def build_embedder(settings: Settings) -> Any:
-    from parley.embeddings import create_embedder
+    """The configured embedder with its query-vector cache (loading a model blocks ~1 s)."""
+    from parley import runtime
 
-    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-    return create_embedder(
-        provider=settings.embedding_provider, model=settings.embedding_model, threads=settings.embedding_threads,
-        openai_api_key=key, openai_base_url=settings.openai_base_url, openai_model=settings.openai_embedding_model,
-        openai_dimensions=settings.openai_embedding_dimensions, batch_size=settings.embedding_batch_size,
-    )
+    return runtime.embedder(settings, query_cache_size=1024)
 
 
 async def _resources(settings: Settings, deps: RetrievalDeps, freeze_heap: bool, app: web.Application) -> AsyncIterator[None]:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.db import unit_of_work
 from parley.errors import Forbidden, NotFound
-from parley.models import Document
+from knowledge.models import Document
 from retrieval.answer import TenantProfile
 from retrieval.cache import SingleFlight, TTLCache
 from tenants.models import Tenant

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from parley import migrations
+from cli import migrations
 from parley.db import _sqlite_pragmas
 from parley.settings import Settings
 from tests.support import services

@@ -15,7 +15,7 @@ def parley(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> sub
     base = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
     base.update({"PARLEY_DATA_DIR": str(tmp_path / "var"), "COLUMNS": "200"}, **(env or {}))
     return subprocess.run(
-        [sys.executable, "-m", "parley.cli", *args], capture_output=True, text=True, env=base, cwd=tmp_path, timeout=120
+        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, env=base, cwd=tmp_path, timeout=120
     )
 
 

@@ -31,7 +31,7 @@ def test_compose_file_is_valid() -> None:
 
 
 def test_compose_commands_exist_in_the_cli() -> None:
-    from parley.cli import main
+    from cli import main
 
     text = (ROOT / "docker-compose.yml").read_text()
     for command in ("migrate", "retrieval", "gateway", "worker"):

@@ -12,7 +12,7 @@ from sqlalchemy import inspect
 from sqlalchemy.pool import NullPool
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from parley import migrations
+from cli import migrations
 from parley.db import Base
 from tests.support import services
 

@@ -91,7 +91,7 @@ class Up:
         self.env = {**base, "PARLEY_DATA_DIR": str(tmp_path / "var"), "COLUMNS": "200", "PARLEY_LOG_JSON": "false", **env}
         self.path = tmp_path / "up.log"
         self.out = open(self.path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "parley.cli", "up", *args], env=self.env, cwd=tmp_path,
+        self.proc = subprocess.Popen([sys.executable, "-m", "cli", "up", *args], env=self.env, cwd=tmp_path,
                                      stdout=self.out, stderr=subprocess.STDOUT)
 
     def log(self) -> str:

@@ -20,13 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.conversation.repository import ANSWERED, FAILED, InboundRepository
 from bot.models import InboundMessage, WebhookEvent
-from integrations.shopify.messages import JOB_KIND as CATALOG_JOB_KIND
+from parley.bus.contracts import CATALOG_SYNC_JOB_KIND as CATALOG_JOB_KIND
 from parley.bus.dead_letters import list_dead_letters
 from parley.bus.models import DeadLetter
 from parley.db import utcnow
-from parley.documents import DocumentRepository, JobRepository, job_report
+from knowledge.repository import DocumentRepository, JobRepository
+from knowledge.service import job_report
 from parley.errors import NotFound
-from parley.models import Document, Job
+from knowledge.models import Document, Job
 from parley.repository import scope_session
 from tenants.models import ChannelInstallation, ChannelKind
 from tenants.repository import InstallationRepository

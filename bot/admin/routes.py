@@ -38,7 +38,8 @@ from bot.conversation.repository import InboundRepository
 from bot.http import TENANT
 from parley.bus import replay
 from parley.db import unit_of_work
-from parley.documents import DocumentRepository, JobRepository, job_report
+from knowledge.repository import DocumentRepository, JobRepository
+from knowledge.service import job_report
 from parley.errors import AlreadyExists, InvalidInput, Unavailable
 from tenants.repository import ApiKeyRepository, TenantDirectory, authenticate_api_key
 
@@ -114,8 +115,9 @@ async def root(request: web.Request) -> web.Response:
     raise web.HTTPFound("/admin/documents")
 
 
-async def page(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "admin.html", headers={"Cache-Control": "no-store"})
+async def page(request: web.Request) -> web.Response:
+    return web.Response(text=webchat.page_for_uploads(STATIC / "admin.html", request), content_type="text/html",
+                        headers={"Cache-Control": "no-store"})
 
 
 # --- API --------------------------------------------------------------------------------------

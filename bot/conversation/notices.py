@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.conversation.schemas import Channel, DeliveryError, Reply
 from bot.metrics import GatewayMetrics
 from parley.bus import Broker, Consumer, Permanent, Received, Retryable, mark_processed
-from parley.contracts import NOTICE_REQUESTED, QUEUE_NOTIFICATIONS, NoticeRequested
+from parley.bus.contracts import NOTICE_REQUESTED, QUEUE_NOTIFICATIONS, NoticeRequested
 
 log = logging.getLogger("parley.gateway.notices")
 

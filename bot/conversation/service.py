@@ -30,7 +30,7 @@ from bot.conversation.repository import ANSWERED, EXPIRED, FAILED, IGNORED, RECE
 from bot.conversation.priority import AckPriority
 from bot.conversation.retry import RetryPolicy, retrying
 from bot.conversation.schemas import Attachment, Channel, Reply
-from bot.conversation.uploads import StoredFile, UploadIntake, check_download_type, check_supported
+from bot.conversation.uploads import StoredFile, UploadIntake, check_download_type
 from bot.metrics import GatewayMetrics
 from bot.models import ConversationTurn, InboundMessage
 from parley.db import unit_of_work, utcnow
@@ -241,14 +241,14 @@ class ConversationService:
     async def _fetch(self, held: _Held, channel: Channel, attachment: Attachment, limit: int) -> StoredFile:
         stub = bool(attachment.ref.get("stub"))
         if not stub:  # refuse what cannot be read before downloading anything
-            check_supported(attachment.name, attachment.mime_type)
+            self.intake.check_supported(attachment.name, attachment.mime_type)
             if attachment.size is not None and attachment.size > limit:
                 raise TooLarge(f"it is {_mb(attachment.size)}, over the limit of {_mb(limit)}")
 
         async def download() -> StoredFile:
             async with channel.download(tenant_id=held.tenant_id, route=held.route, attachment=attachment) as dl:
                 name = dl.name or attachment.name
-                mime = check_supported(name, dl.mime_type or attachment.mime_type)
+                mime = self.intake.check_supported(name, dl.mime_type or attachment.mime_type)
                 size = attachment.size if attachment.size is not None else dl.size
                 if size is not None and size > limit:
                     raise TooLarge(f"it is {_mb(size)}, over the limit of {_mb(limit)}")

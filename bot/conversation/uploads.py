@@ -1,8 +1,11 @@
 """Files that become documents: type and size checks, streaming into the blob store, submission.
 
-Every producer in the gateway (a file in a Slack or Instagram DM, the web upload) goes through
-`UploadIntake`: the bytes stream into the blob store under the tenant's size limit (refused the
-moment the limit is passed), and `parley.documents.submit_upload` records the document and stages
+Every producer in the gateway (a file in a Slack or Instagram DM, the web chat's and the admin
+dashboard's upload) goes through `UploadIntake`. It first refuses a file no format of the gateway's
+registry claims (`parley.formats`: the built-in formats plus those of the parser plugins, loaded
+at start-up, so the gateway accepts exactly what the document worker reads). Then the bytes
+stream into the blob store under the tenant's size limit (refused the moment the limit is
+passed), and `parley.documents.submit_upload` records the document and stages
 ``document.uploaded`` in one transaction. Several files at once become one job.
 """
 
@@ -18,47 +21,26 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.blobs import BlobStore, StoredBlob
 from parley.db import unit_of_work
-from parley.documents import create_job, submit_upload
+from knowledge.service import create_job, submit_upload
 from parley.errors import InvalidInput, TooLarge, UnsupportedType
+from parley.formats import FormatRegistry, base_type
 from tenants.repository import TenantDirectory
 
 log = logging.getLogger("parley.gateway.uploads")
 
-#: What the document worker can read, by extension and by MIME type.
-SUPPORTED_EXTENSIONS = {
-    ".txt": "text/plain", ".text": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown",
-    ".html": "text/html", ".htm": "text/html", ".pdf": "application/pdf",
-    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-    ".zip": "application/zip",  # unpacked by the document worker: each file inside becomes a document
-}
-SUPPORTED_TYPES = set(SUPPORTED_EXTENSIONS.values()) | {"text/x-markdown", "application/xhtml+xml", "application/x-zip-compressed"}
-SUPPORTED_HUMAN = "PDF, Word (.docx), text, Markdown and HTML (or a .zip of them)"
-
-
-def _ext(name: str) -> str:
-    dot = name.rfind(".")
-    return name[dot:].lower() if dot > 0 else ""
-
-
-def _base_type(mime: str | None) -> str | None:
-    return mime.split(";", 1)[0].strip().lower() if mime else None
-
-
-def check_supported(name: str, mime: str | None) -> str:
-    """The MIME type the document will be read as; `UnsupportedType` with a reason otherwise."""
-    by_ext = SUPPORTED_EXTENSIONS.get(_ext(name))
-    base = _base_type(mime)
-    if by_ext:
-        return by_ext
-    if base in SUPPORTED_TYPES:
-        return base
-    kind = base or (mimetypes.guess_type(name)[0] or "this type of file")
-    raise UnsupportedType(f"{name} is {kind}, which I cannot read; send {SUPPORTED_HUMAN}")
+def check_supported(name: str, mime: str | None, *, formats: FormatRegistry) -> str:
+    """The MIME type the document will be read as (its extension decides, else its declared
+    type); `UnsupportedType` with a reason otherwise."""
+    claimed = formats.claimed(name, mime)
+    if claimed is not None:
+        return claimed.mime_type
+    kind = base_type(mime) or (mimetypes.guess_type(name)[0] or "this type of file")
+    raise UnsupportedType(f"{name} is {kind}, which I cannot read; send {formats.describe()}")
 
 
 def check_download_type(name: str, expected: str, content_type: str | None) -> None:
     """An HTML page where a PDF (or any non-HTML document) was expected is a login or error page."""
-    got = _base_type(content_type)
+    got = base_type(content_type)
     if got == "text/html" and expected != "text/html":
         raise InvalidInput(f"downloading {name} returned a web page instead of the file (is the app allowed to read files?)")
 
@@ -85,10 +67,17 @@ class Submission:
 
 
 class UploadIntake:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], blobs: BlobStore, *, default_max_bytes: int) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], blobs: BlobStore, *, default_max_bytes: int,
+                 formats: FormatRegistry) -> None:
         self.sessions = sessions
         self.blobs = blobs
         self.default_max_bytes = default_max_bytes
+        #: What this gateway accepts (`parley.formats.load_format_plugins`, at start-up).
+        self.formats = formats
+
+    def check_supported(self, name: str, mime: str | None) -> str:
+        """`check_supported` against this gateway's formats."""
+        return check_supported(name, mime, formats=self.formats)
 
     async def limit_for(self, tenant_id: str) -> int:
         async with unit_of_work(self.sessions, admin=True) as session:

@@ -32,20 +32,26 @@ import aiohttp
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ingestion.catalog.jobs import finish_items
+from knowledge.service import finish_job_items
 from ingestion.catalog.shops import ShopConnector, find_installation
 from integrations.shopify.config import ShopifyConfig
-from integrations.shopify.messages import (
-    CATALOG_SYNC_FINISHED, ProductChanged, ProductDeleted, ProductsReceived, ShopRedacted, SyncFinished, stage_catalog,
+from parley.bus.contracts import (
+    CATALOG_SYNC_FINISHED,
+    ProductChanged,
+    ProductDeleted,
+    ProductsReceived,
+    ShopRedacted,
+    SyncFinished,
+    stage_catalog,
 )
 from integrations.shopify.products import ShopifyProduct, from_rest
-from parley.bus import Envelope, Failure, Permanent, stage
-from parley.contracts import NOTICE_REQUESTED, QUEUE_NOTIFICATIONS, NoticeRequested
+from parley.bus import Envelope, Permanent, stage
+from parley.bus.contracts import NOTICE_REQUESTED, QUEUE_NOTIFICATIONS, NoticeRequested
 from parley.crypto import SecretBox
-from parley.documents import JobRepository
+from knowledge.repository import JobRepository
 from parley.embeddings import Embedder
 from parley.errors import InvalidInput
-from parley.models import Job, Product
+from knowledge.models import Job, Product
 from parley.vectors import IndexItem, VectorIndex
 from tenants.repository import TenantDirectory
 
@@ -251,9 +257,9 @@ async def index_batch(deps: CatalogDeps, session: AsyncSession, *, tenant_id: st
                                          "unchanged": len(outcome.unchanged), "stale": len(outcome.stale),
                                          "failed": len(outcome.failed), "embed_ms": round(outcome.embed_ms),
                                          "vector_write_ms": round(outcome.write_ms)})
-    closed = await finish_items(session, tenant_id=tenant_id, job_id=payload.job_id, keys=done, ok=True)
+    closed = await finish_job_items(session, tenant_id=tenant_id, job_id=payload.job_id, keys=done, ok=True)
     for why, keys in failed.items():
-        closed = await finish_items(session, tenant_id=tenant_id, job_id=payload.job_id, keys=keys, ok=False,
+        closed = await finish_job_items(session, tenant_id=tenant_id, job_id=payload.job_id, keys=keys, ok=False,
                                     error_code="product_failed", error=why) or closed
     if closed is not None:
         stage_catalog(session, CATALOG_SYNC_FINISHED, tenant_id=tenant_id, idempotency_key=f"sync-finished:{closed.id}",
@@ -341,11 +347,3 @@ def notify_job(session: AsyncSession, job: Job, text: str, *, kind: str) -> None
     if job.notify:
         stage(session, Envelope.new(NOTICE_REQUESTED, tenant_id=job.tenant_id, payload=NoticeRequested(
             text=text, target=job.notify, job_id=job.id, kind=kind)), QUEUE_NOTIFICATIONS)
-
-
-def human_reason(failure: Failure) -> str:
-    reason = failure.reason
-    if "last error: " in reason:
-        reason = reason.split("last error: ", 1)[1]
-    prefix = f"{failure.code}: "
-    return reason[len(prefix):] if reason.startswith(prefix) else reason

@@ -27,18 +27,23 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ingestion.catalog.jobs import finish_items
-from ingestion.catalog.service import CatalogDeps, catalog_report, human_reason, notify_job, remove_products
+from knowledge.service import finish_job_items
+from ingestion.catalog.service import CatalogDeps, catalog_report, notify_job, remove_products
 from integrations.shopify.errors import ShopifyError
-from integrations.shopify.messages import (
-    CATALOG_PRODUCTS_RECEIVED, CATALOG_SYNC_FINISHED, ProductsReceived, SyncFinished, SyncRequested, stage_catalog,
+from parley.bus.contracts import (
+    CATALOG_PRODUCTS_RECEIVED,
+    CATALOG_SYNC_FINISHED,
+    ProductsReceived,
+    SyncFinished,
+    SyncRequested,
+    stage_catalog,
 )
 from integrations.shopify.products import ShopifyProduct, assemble_bulk, from_graphql
 from parley.bus import Envelope, Failure, Permanent
 from parley.db import utcnow
-from parley.documents import JobRepository
+from knowledge.repository import JobRepository
 from parley.errors import InvalidInput
-from parley.models import Job, JobItem, JobItemStatus, JobStatus, Product
+from knowledge.models import Job, JobItem, JobItemStatus, JobStatus, Product
 from tenants.repository import TenantDirectory
 
 log = logging.getLogger(__name__)
@@ -136,7 +141,7 @@ async def fan_out(deps: CatalogDeps, session: AsyncSession, *, job: Job, shop: s
     for key, why in dict(bad).items():
         by_reason.setdefault(why, []).append(key)
     for why, keys_ in by_reason.items():
-        closed = await finish_items(session, tenant_id=tenant_id, job_id=job.id, keys=keys_, ok=False,
+        closed = await finish_job_items(session, tenant_id=tenant_id, job_id=job.id, keys=keys_, ok=False,
                                     error_code="unreadable_product", error=why) or closed
     if total == 0:
         await session.execute(update(Job).where(Job.tenant_id == tenant_id, Job.id == job.id, Job.status == JobStatus.running)
@@ -197,11 +202,11 @@ async def on_dead_letter(session: AsyncSession, envelope: Envelope, failure: Fai
     job = await JobRepository(session, tenant_id).find(job_id)
     if job is None:
         return
-    reason = human_reason(failure)
+    reason = failure.human_reason()
     if envelope.type == CATALOG_PRODUCTS_RECEIVED:
         shop = str(envelope.payload.get("shop") or "")
         keys = [str(product.get("id")) for product in envelope.payload.get("products") or []]
-        closed = await finish_items(session, tenant_id=tenant_id, job_id=job_id, keys=keys, ok=False,
+        closed = await finish_job_items(session, tenant_id=tenant_id, job_id=job_id, keys=keys, ok=False,
                                     error_code=failure.code[:64], error=reason)
         if closed is not None:
             stage_catalog(session, CATALOG_SYNC_FINISHED, tenant_id=tenant_id, idempotency_key=f"sync-finished:{job_id}",

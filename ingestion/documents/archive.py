@@ -32,12 +32,13 @@ from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ingestion.documents.sniff import ZipLimits, zip_limits_problem
+from parley import formats
 from parley.blobs import BlobStore
 from parley.bus import Permanent
-from parley.documents import create_job, submit_upload
-from parley.models import Document, Job, JobItem, JobItemStatus
+from knowledge.service import create_job, submit_upload
+from knowledge.models import Document, Job, JobItem, JobItemStatus
 
-ZIP_MIME = "application/zip"
+ZIP_MIME = formats.ZIP  # the registry names the archive format
 
 #: Archives hold at most this many documents (a job of thousands belongs to `parley ingest DIR`).
 ARCHIVE_LIMITS = ZipLimits(max_members=2_000, max_total_uncompressed=512 * 1024 * 1024)

@@ -3,39 +3,45 @@
 Each format lives in its own module, imported only when a document of that type arrives, so
 the sandbox child pays for pypdf / python-docx / markdown-it only when it needs them.
 
-`register_format` is the one extension seam: code (a plugin file the sandbox loads, a test)
-can add a format recognised by a magic prefix. Registered formats are checked before the
-built-in ones and exist only in the process that registered them.
+`register_format` is the one extension seam: a plugin file (PARLEY_PARSER_PLUGINS, a test's
+`plugins`) adds a format and its parser to the process's format registry (`parley.formats`), the
+one the gateway's upload doors ask too. A format with a magic prefix is recognised by it, before
+any built-in one; one without is a text format, read as such when the bytes are text and the
+file's name (or declared type) claims it. Registrations exist only in the process that made them.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from ingestion.documents import sniff as sniffing
-from ingestion.documents.errors import DocumentUnreadable
+from ingestion.documents.errors import DocumentUnreadable, UnsupportedDocument
 from ingestion.documents.model import Block, ExtractedDocument, clean_text
+from parley import formats
 
 FormatExtractor = Callable[[bytes], Iterable[Block]]
 
 
-@dataclass(frozen=True)
-class _Format:
-    mime_type: str
-    magic: bytes
-    extract: FormatExtractor
+def register_format(
+    mime_type: str,
+    *,
+    extract: FormatExtractor,
+    magic: bytes | None = None,
+    extensions: Iterable[str] = (),
+    aliases: Iterable[str] = (),
+    label: str | None = None,
+) -> None:
+    """Read files of `mime_type` with `extract` (bytes -> blocks), and accept their uploads.
 
-
-_registered: list[_Format] = []
-
-
-def register_format(mime_type: str, *, magic: bytes, extract: FormatExtractor) -> None:
-    """Recognise files starting with `magic` as `mime_type` and parse them with `extract`."""
-    if len(magic) < 4:
-        raise ValueError("a registered format needs a magic prefix of at least 4 bytes")
-    _registered.append(_Format(mime_type, magic, extract))
+    `magic` (at least 4 bytes) recognises the format by its first bytes; without it the format
+    is a text one, claimed by its `extensions` or by a declared type in `aliases`. `label`
+    names it in messages ("send PDF, ... and notes (.note)"); by default its extensions do.
+    """
+    fmt = formats.Format(mime_type, label, tuple(extensions), tuple(aliases), magic, parser=extract)
+    if fmt.magic is None and not fmt.extensions and not fmt.aliases:
+        raise ValueError("a registered format needs a magic prefix, file extensions or MIME aliases")
+    formats.register_format(fmt)
 
 
 def extract(
@@ -50,9 +56,9 @@ def extract(
     Raises an `ExtractionError` subclass (never a library exception) when the file cannot be
     used. `MemoryError` is let through: the sandbox reports it as a memory-limit failure.
     """
-    for fmt in _registered:
-        if data.startswith(fmt.magic):
-            return finish(ExtractedDocument(fmt.mime_type, tuple(fmt.extract(data))))
+    fmt = formats.registry().by_magic(data)
+    if fmt is not None and fmt.parser is not None:
+        return finish(ExtractedDocument(fmt.mime_type, tuple(fmt.parser(data))))
     sniffed = sniffing.sniff(
         data, filename=filename, declared_mime=declared_mime, zip_limits=zip_limits
     )
@@ -79,7 +85,10 @@ def extract_sniffed(data: bytes, sniffed: sniffing.Sniffed) -> ExtractedDocument
         from ingestion.documents.extract_docx import docx_document
 
         return docx_document(data)
-    raise AssertionError(f"sniff returned an unknown type {mime}")  # pragma: no cover
+    fmt = formats.registry().get(mime)
+    if fmt is not None and fmt.parser is not None:  # a plugin's text format (sniff found its claim)
+        return ExtractedDocument(mime, tuple(fmt.parser(data)))
+    raise UnsupportedDocument("unsupported_type", f"no parser reads {mime} here")  # pragma: no cover
 
 
 def finish(doc: ExtractedDocument) -> ExtractedDocument:

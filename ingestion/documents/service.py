@@ -24,12 +24,13 @@ from ingestion.documents import archive
 from ingestion.documents.sandbox import extract_document
 from parley.blobs import BlobStore
 from parley.bus import Envelope, Failure, Permanent, Retryable, stage
-from parley.contracts import NOTICE_REQUESTED, QUEUE_NOTIFICATIONS, NoticeRequested
+from parley.bus.contracts import NOTICE_REQUESTED, QUEUE_NOTIFICATIONS, NoticeRequested
 from parley.db import unit_of_work, utcnow
-from parley.documents import DocumentRepository, finish_job_item, job_report
+from knowledge.repository import DocumentRepository
+from knowledge.service import finish_job_item, job_report
 from parley.embeddings import Embedder
 from parley.errors import NotFound
-from parley.models import Chunk, Document, DocumentStatus
+from knowledge.models import Chunk, Document, DocumentStatus
 from parley.vectors import IndexItem, VectorIndex
 from tenants.repository import TenantDirectory
 
@@ -54,16 +55,6 @@ class IndexingDeps:
 
 def chunk_id(tenant_id: str, document_id: str, ordinal: int) -> str:
     return str(uuid.uuid5(CHUNK_NAMESPACE, f"{tenant_id}/{document_id}/{ordinal}"))
-
-
-def human_reason(failure: Failure) -> str:
-    """'PDF is password-protected', not 'pdf_encrypted: PDF is password-protected'."""
-    reason = failure.reason
-    marker = "last error: "
-    if marker in reason:
-        reason = reason.split(marker, 1)[1]
-    prefix = f"{failure.code}: "
-    return reason[len(prefix):] if reason.startswith(prefix) else reason
 
 
 async def index_document(deps: IndexingDeps, session: AsyncSession, *, tenant_id: str, document_id: str) -> int | None:
@@ -181,7 +172,7 @@ async def mark_failed(session: AsyncSession, envelope: Envelope, failure: Failur
     document = await DocumentRepository(session, tenant_id).find(document_id)
     if document is None or document.status in (DocumentStatus.indexed, DocumentStatus.deleted):
         return
-    reason = human_reason(failure)
+    reason = failure.human_reason()
     document.status = DocumentStatus.failed
     document.error_code = failure.code
     document.error = reason

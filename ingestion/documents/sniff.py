@@ -9,6 +9,10 @@ decides. The claims are used for two things only:
 
 Text must decode as UTF-8, UTF-16 (with a BOM, or an unmistakable NUL pattern), or - only when
 it still looks like text - cp1252 / latin-1. Anything else is binary and rejected.
+
+The formats themselves (extensions, MIME types, what a refusal says is supported) come from the
+format registry, `parley.formats`: a plugin's text format is returned when its extension or
+declared type claims a file whose bytes are text.
 """
 
 from __future__ import annotations
@@ -21,20 +25,15 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 from ingestion.documents.errors import DocumentUnreadable, UnsupportedDocument
+from parley import formats
+from parley.formats import DOCX, HTML, MARKDOWN, PDF, TEXT
 
-TEXT = "text/plain"
-MARKDOWN = "text/markdown"
-HTML = "text/html"
-PDF = "application/pdf"
-DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
-SUPPORTED_TYPES = (TEXT, MARKDOWN, HTML, PDF, DOCX)
 TEXT_TYPES = frozenset({TEXT, MARKDOWN, HTML})
 
-SUPPORTED_HUMAN = "plain text, Markdown, HTML, PDF and Word (.docx) documents"
-
-_MARKDOWN_EXT = {".md", ".markdown", ".mdown", ".mkd", ".mkdn", ".mdx", ".myst"}
-_TEXT_EXT = {".txt", ".text", ".log", ".csv", ".tsv", ".rst", ".asc"}
-_MARKDOWN_MIME = {"text/markdown", "text/x-markdown"}
+_MARKDOWN_EXT = frozenset(formats.builtin(MARKDOWN).extensions)
+_TEXT_EXT = frozenset(formats.builtin(TEXT).extensions)
+_HTML_EXT = frozenset(formats.builtin(HTML).extensions)
+_MARKDOWN_MIME = frozenset({MARKDOWN, *formats.builtin(MARKDOWN).aliases})
 _BINARY_DOC_EXT = {".pdf": "a PDF", ".docx": "a Word document", ".doc": "a Word document"}
 _BINARY_DOC_MIME = {PDF: "a PDF", DOCX: "a Word document", "application/msword": "a Word document"}
 
@@ -122,6 +121,9 @@ def sniff(
         raise _unsupported(what)
 
     encoding, text = _decode_text(data, ext)
+    plugin = _plugin_text_format(filename, mime)
+    if plugin is not None:
+        return Sniffed(plugin.mime_type, encoding, text)
     kind = _text_kind(text, ext, mime)
     claimed = _BINARY_DOC_EXT.get(ext) or _BINARY_DOC_MIME.get(mime)
     if claimed:
@@ -135,9 +137,21 @@ def sniff(
     return Sniffed(kind, encoding, text)
 
 
+def _plugin_text_format(filename: str | None, mime: str) -> formats.Format | None:
+    """A plugin's text format (a parser, no magic) that the file's name or declared type claims."""
+    claimed = formats.registry().claimed(filename, mime)
+    if claimed is not None and claimed.parser is not None and claimed.magic is None:
+        return claimed
+    return None
+
+
+def _supported() -> str:
+    return f"{formats.registry().describe(archives=False)} documents"
+
+
 def _unsupported(what: str) -> UnsupportedDocument:
     return UnsupportedDocument(
-        "unsupported_type", f"this file is {what}; only {SUPPORTED_HUMAN} are supported"
+        "unsupported_type", f"this file is {what}; only {_supported()} are supported"
     )
 
 
@@ -298,7 +312,7 @@ def _is_junk(ch: str) -> bool:
 def _not_text(why: str) -> UnsupportedDocument:
     return UnsupportedDocument(
         "unsupported_type",
-        f"this file cannot be read as text: {why}; only {SUPPORTED_HUMAN} are supported",
+        f"this file cannot be read as text: {why}; only {_supported()} are supported",
     )
 
 
@@ -336,7 +350,7 @@ def _text_kind(text: str, ext: str, mime: str) -> str:
         return HTML
     if ext in _MARKDOWN_EXT or mime in _MARKDOWN_MIME:
         return MARKDOWN
-    if ext in _TEXT_EXT or ext in (".html", ".htm") or mime == TEXT:
+    if ext in _TEXT_EXT or ext in _HTML_EXT or mime == TEXT:
         return TEXT
     sample = text[:65536]
     signals = sum(1 for pattern in _MD_SIGNALS if pattern.search(sample))

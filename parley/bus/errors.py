@@ -50,6 +50,16 @@ class Failure:
     def exhausted(self, attempts: int) -> Failure:
         return Failure(self.code, _clip(f"gave up after {attempts} attempts; last error: {self.reason}"), False)
 
+    def human_reason(self) -> str:
+        """The reason for a person: 'PDF is password-protected', not 'pdf_encrypted: PDF is
+        password-protected' nor 'gave up after 5 attempts; last error: ...'."""
+        reason = self.reason
+        marker = "last error: "
+        if marker in reason:
+            reason = reason.split(marker, 1)[1]
+        prefix = f"{self.code}: "
+        return reason[len(prefix):] if reason.startswith(prefix) else reason
+
 
 def _clip(text: str) -> str:
     return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."

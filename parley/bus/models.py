@@ -8,6 +8,7 @@
 - ``processed_message``: the consumer wrapper's idempotency marker, keyed by (consumer, idempotency
   key), written in the handler's transaction: it exists iff the handler's work committed, so a
   redelivered or duplicated message changes nothing twice.
+- ``outbox_message``: a message written in the producer's transaction, relayed after commit.
 - ``dead_letter``: the index of dead letters, written in the same transaction as the domain's
   ``on_dead_letter`` hook; ``parley dlq list|replay`` read and update it. The broker-side
   ``<queue>.dlq`` keeps a copy of each message until it is replayed.
@@ -67,3 +68,22 @@ class DeadLetter(Base):
     status: Mapped[str] = mapped_column(String(16), default="dead")  # dead / replayed
     replayed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     replay_message_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class OutboxMessage(Base):
+    """A message written in the same transaction as the work it announces, relayed to RabbitMQ after
+    commit. If the process dies between commit and publish, the relay publishes it on restart."""
+
+    __tablename__ = "outbox_message"
+    __table_args__ = (Index("ix_outbox_message_unpublished", "published_at", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(64), unique=True)
+    routing_key: Mapped[str] = mapped_column(String(128))
+    message_type: Mapped[str] = mapped_column(String(64))
+    tenant_id: Mapped[str | None] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)  # the JSON envelope
+    headers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    published_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    publish_attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -42,7 +42,7 @@ from parley.bus.models import PendingMessage
 from parley.bus.topology import DEFAULT_QUEUES
 from parley.db import session_tenant, unit_of_work, utcnow
 from parley.errors import TenantScopeError
-from parley.models import OutboxMessage
+from parley.bus.models import OutboxMessage
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -49,6 +48,7 @@ from tenants import service as tenants
 from tenants.models import ChannelKind
 from tests.bot.emulators import GraphEmulator, SlackEmulator
 from tests.support import services, waiting
+from tests.support.processes import stop_process
 
 FIXTURES = services.SHARED_DATA / "fixtures"
 
@@ -227,7 +227,10 @@ async def make_stack(db_url: str, tmp_path: Path, embedder: Any) -> AsyncIterato
     settings = base.model_copy(update={"retrieval_url": str(servers[2].make_url("")).rstrip("/")})
     stacks: list[Stack] = []
 
-    async def make(*, clock: Callable[[], float] = time.time, deps: dict[str, Any] | None = None, **overrides: Any) -> Stack:
+    async def make(*, clock: Callable[[], float] = time.time, deps: dict[str, Any] | None = None,
+                   settings_update: dict[str, Any] | None = None, **overrides: Any) -> Stack:
+        """A gateway; ``overrides`` change its `GatewayConfig`, ``settings_update`` its `Settings`."""
+        app_settings = settings.model_copy(update=settings_update or {})
         config = GatewayConfig(**{
             "public_url": "http://gateway.test", "max_upload_bytes": settings.max_upload_bytes,
             "slack_signing_secret": SLACK_SECRET, "slack_client_id": "111.222", "slack_client_secret": "client-secret",
@@ -235,10 +238,10 @@ async def make_stack(db_url: str, tmp_path: Path, embedder: Any) -> AsyncIterato
             "instagram_verify_token": "verify-me", "graph_api_url": str(servers[1].make_url("")).rstrip("/"),
             "retry_base": 0.01, "retry_cap": 0.05, "recovery_sweep_seconds": 3600.0, "shutdown_grace": 0.2, **overrides,
         })
-        app = create_app(settings, deps=GatewayDeps(config=config, clock=clock, **(deps or {})))
+        app = create_app(app_settings, deps=GatewayDeps(config=config, clock=clock, **(deps or {})))
         client = TestClient(TestServer(app))
         await client.start_server()
-        stack = Stack(client=client, settings=settings, sessions=sessions, slack=slack, slack_url=str(servers[0].make_url("")),
+        stack = Stack(client=client, settings=app_settings, sessions=sessions, slack=slack, slack_url=str(servers[0].make_url("")),
                       graph=graph, graph_url=str(servers[1].make_url("")), retrieval=retrieval, **seeded)
         stacks.append(stack)
         return stack
@@ -273,11 +276,7 @@ def worker_processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
     yield procs
     for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout=60)
 
 
 def start_worker(stack: Stack, log: Path, **env: str) -> subprocess.Popen[bytes]:
@@ -288,7 +287,7 @@ def start_worker(stack: Stack, log: Path, **env: str) -> subprocess.Popen[bytes]
                 PARLEY_AMQP_URL=services.AMQP_URL, PARLEY_AMQP_PREFIX=stack.settings.amqp_prefix, PARLEY_MAX_ATTEMPTS="1",
                 PARLEY_LOG_JSON="true", **env)
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "parley.cli", "worker", "documents"], env=full, stdout=out, stderr=out)
+        return subprocess.Popen([sys.executable, "-m", "cli", "worker", "documents"], env=full, stdout=out, stderr=out)
 
 
 def dm(text: str = "What is your returns policy?", *, ts: str | None = None, event_id: str | None = None) -> dict[str, Any]:

@@ -16,9 +16,9 @@ from sqlalchemy import select
 
 from parley.bus import Envelope, Failure, record_dead_letter
 from parley.bus.models import DeadLetter
-from parley.contracts import DOCUMENT_UPLOADED
+from parley.bus.contracts import DOCUMENT_UPLOADED
 from parley.db import unit_of_work
-from parley.models import OutboxMessage
+from parley.bus.models import OutboxMessage
 from tenants import service as tenants
 from tenants.models import ChannelKind
 from tests.bot.conftest import IG_ACCOUNT, Stack, dm, eventually

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,12 +23,14 @@ import pytest
 from sqlalchemy import select
 
 from parley.db import unit_of_work
-from parley.models import Document, OutboxMessage
+from knowledge.models import Document
+from parley.bus.models import OutboxMessage
 from tenants import service as tenants
 from tenants.models import ChannelKind
 from tests.bot.conftest import Stack, dm
 from tests.support import services
 from tests.support.browser import chromium_paths, screenshot_dir, start_chromium
+from tests.support.processes import stop_process
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.shared]
 
@@ -64,17 +65,12 @@ def worker(e2e: Any, db_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[b
                PARLEY_AMQP_PREFIX=stack.settings.amqp_prefix, PARLEY_MAX_ATTEMPTS="2", PARLEY_LOG_JSON="true")
     log_path = tmp_path / "worker.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "parley.cli", "worker", "documents"], env=env, stdout=log,
+        process = subprocess.Popen([sys.executable, "-m", "cli", "worker", "documents"], env=env, stdout=log,
                                    stderr=subprocess.STDOUT, cwd=ROOT)
         try:
             yield process
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, timeout=60)
     assert process.returncode == 0, log_path.read_text()[-3000:]
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from bot.channels.instagram.channel import split_message
 from parley.db import unit_of_work
-from parley.models import Document
+from knowledge.models import Document
 from tests.bot.conftest import IG_ACCOUNT, IG_UPLOADER, META_SECRET, Stack, fixture, meta_headers
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from parley.bus import Envelope, Outgoing
-from parley.contracts import NOTICE_REQUESTED, QUEUE_NOTIFICATIONS, NoticeRequested
+from parley.bus.contracts import NOTICE_REQUESTED, QUEUE_NOTIFICATIONS, NoticeRequested
 from tests.bot.conftest import TEAM, Stack, eventually
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]

@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from parley.bus import Envelope
 from parley.db import unit_of_work
-from parley.models import Document, Job, OutboxMessage
+from knowledge.models import Document, Job
+from parley.bus.models import OutboxMessage
 from tests.bot.conftest import TEAM, Stack, fixture
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]

@@ -20,7 +20,8 @@ from sqlalchemy import select
 from parley.bus import Envelope
 from parley.db import unit_of_work
 from parley.logging import JsonFormatter
-from parley.models import Document, OutboxMessage
+from knowledge.models import Document
+from parley.bus.models import OutboxMessage
 from tests.bot.conftest import Stack, eventually, start_worker
 from tests.bot.test_slack_files import file_share, serve
 

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -31,11 +30,13 @@ from parley.blobs import BlobStore
 from parley.bus import Envelope, OutboxRelay, RabbitBroker
 from parley.bus.models import DeadLetter
 from parley.db import unit_of_work
-from parley.documents import create_job, job_report, submit_upload
-from parley.models import Chunk, Document, DocumentStatus, Job, JobItem, JobItemStatus, JobStatus, OutboxMessage
+from knowledge.service import create_job, job_report, submit_upload
+from knowledge.models import Chunk, Document, DocumentStatus, Job, JobItem, JobItemStatus, JobStatus
+from parley.bus.models import OutboxMessage
 from parley.settings import Settings
 from parley.vectors.models import VectorEntry
 from tests.support import waiting
+from tests.support.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
@@ -62,7 +63,7 @@ class Worker:
     def start(self) -> None:
         self.starts += 1
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "parley.cli", *self.args], env=self.env, cwd=REPO,
+            self.process = subprocess.Popen([sys.executable, "-m", "cli", *self.args], env=self.env, cwd=REPO,
                                             stdout=log, stderr=log)
 
     @property
@@ -86,13 +87,7 @@ class Worker:
         """SIGTERM and wait: the graceful path; the exit status, None if it was not running."""
         if self.process is None or self.process.poll() is not None:
             return None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            return -9
+        return stop_process(self.process, timeout=60)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -124,7 +119,7 @@ def worker_env(settings: Settings, *, database_url: str | None = None, **extra: 
 
 
 def parley_cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "parley.cli", *args], env=env, cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli", *args], env=env, cwd=REPO, capture_output=True, text=True,
                           timeout=timeout)
 
 

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from parley.db import unit_of_work
-from parley.models import OutboxMessage
+from parley.bus.models import OutboxMessage
 from tests.faults.conftest import FaultStack
 from tests.faults.support import (
     audit, broker_ids, check_job, check_nothing_lost, close_connections, connection_names, eventually, finished_count,
@@ -79,7 +79,7 @@ async def _quiet(stack: FaultStack) -> bool:
 async def _where_things_are(stack: FaultStack, ids: list[str]) -> str:
     """For a failure message: documents by status, the outbox, and the queues."""
     from parley.bus.models import PendingMessage
-    from parley.models import Document
+    from knowledge.models import Document
 
     async with unit_of_work(stack.sessions, admin=True) as session:
         statuses = (await session.execute(

@@ -16,13 +16,19 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from integrations.shopify.messages import (
-    CATALOG_PRODUCT_CHANGED, CATALOG_PRODUCT_DELETED, CATALOG_SHOP_REDACTED, ProductChanged, ProductDeleted, ShopRedacted,
+from parley.bus.contracts import (
+    CATALOG_PRODUCT_CHANGED,
+    CATALOG_PRODUCT_DELETED,
+    CATALOG_SHOP_REDACTED,
+    ProductChanged,
+    ProductDeleted,
+    ShopRedacted,
 )
 from parley.bus import Envelope, Outgoing, RabbitBroker, Topology
 from parley.bus.models import DeadLetter
 from parley.db import unit_of_work
-from parley.models import Job, OutboxMessage, Product
+from knowledge.models import Job, Product
+from parley.bus.models import OutboxMessage
 from parley.vectors.models import VectorEntry
 from tests.faults.support import eventually, queue_depths
 from tests.ingestion.catalog.conftest import Stack, stack, worker_env_extra  # noqa: F401  (fixtures)

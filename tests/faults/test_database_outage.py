@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 from sqlalchemy.engine import make_url
 
-from parley.models import DocumentStatus
+from knowledge.models import DocumentStatus
 from tests.faults.conftest import FaultStack
 from tests.faults.support import (
     TcpProxy, audit, check_job, check_nothing_lost, eventually, finished_count, queue_depths, text_documents,

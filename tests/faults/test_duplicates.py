@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from parley.bus import Envelope, Outgoing
 from parley.db import unit_of_work
-from parley.models import Job, OutboxMessage
+from knowledge.models import Job
+from parley.bus.models import OutboxMessage
 from tenants.models import Tenant
 from tests.faults.conftest import FaultStack
 from tests.faults.support import audit, broker_ids, check_job, check_nothing_lost, eventually, queue_depths

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from parley.bus import Envelope
-from parley.models import DocumentStatus
+from knowledge.models import DocumentStatus
 from tests.faults.conftest import FaultStack
 from tests.faults.support import audit, broker_ids, eventually, parley_cli, queue_depths
 from tests.ingestion.samples import blank_pdf, build_zip, zip_bomb_docx

@@ -11,7 +11,8 @@ import random
 import pytest
 from sqlalchemy import func, select
 
-from parley.models import Job, OutboxMessage
+from knowledge.models import Job
+from parley.bus.models import OutboxMessage
 from parley.db import unit_of_work
 from tests.faults.conftest import FaultStack
 from tests.faults.support import (

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,11 +18,13 @@ from sqlalchemy import func, select
 
 from parley.bus import Envelope
 from parley.db import bind_admin, create_engine, create_sessionmaker, unit_of_work
-from parley.models import Chunk, Document, DocumentStatus, OutboxMessage
+from knowledge.models import Chunk, Document, DocumentStatus
+from parley.bus.models import OutboxMessage
 from parley.settings import Settings
 from tenants.models import Tenant
 from tests.ingestion.samples import build_pdf, encrypt_pdf
 from tests.support import services
+from tests.support.processes import stop_process
 
 pytestmark = pytest.mark.skipif(
     not services.reachable("127.0.0.1", 5672), reason="RabbitMQ is not reachable on 127.0.0.1:5672 (scripts/test.sh starts it)"
@@ -45,26 +46,29 @@ def _env(db_url: str, data_dir: Path, prefix: str) -> dict[str, str]:
 
 
 def _parley(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "parley.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
-def stack(db_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+def worker_env() -> dict[str, str]:
+    """PARLEY_* variables for the worker only, on top of the stack's (a test module overrides this)."""
+    return {}
+
+
+@pytest.fixture
+def stack(db_url: str, tmp_path: Path, worker_env: dict[str, str]) -> Iterator[dict[str, str]]:
     if not HAVE_MODEL:
         pytest.skip("the local embedding model package is not installed (scripts/bootstrap.sh installs it)")
     prefix = f"t{uuid.uuid4().hex[:8]}."
     env = _env(db_url, tmp_path / "var", prefix)
     assert _parley(env, "tenants", "create", "acme").returncode == 0
     log = open(tmp_path / "worker.log", "w")
-    worker = subprocess.Popen([sys.executable, "-m", "parley.cli", "worker", "documents"], env=env, stdout=log, stderr=log)
+    worker = subprocess.Popen([sys.executable, "-m", "cli", "worker", "documents"], env={**env, **worker_env},
+                              stdout=log, stderr=log)
     try:
         yield env
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_process(worker, timeout=60)
         log.close()
         _delete_topology(prefix)
     assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]

@@ -91,7 +91,7 @@ async def test_child_does_not_inherit_the_workers_secrets(monkeypatch: pytest.Mo
 
 
 def _sandbox_children() -> list[int]:
-    """Our parser processes: children running `_child`, or grandchildren under a fork server."""
+    """Our parser processes: children running `sandbox.child`, or grandchildren under a fork server."""
     processes = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -104,11 +104,11 @@ def _sandbox_children() -> list[int]:
         ppid = int(status.split("\nPPid:\t", 1)[1].split("\n", 1)[0])
         processes.append((int(entry.name), ppid, cmdline))
     me = os.getpid()
-    zygotes = {pid for pid, ppid, cmd in processes if ppid == me and b"documents._zygote import" in cmd}
+    zygotes = {pid for pid, ppid, cmd in processes if ppid == me and b"documents.sandbox.zygote import" in cmd}
     return [
         pid
         for pid, ppid, cmd in processes
-        if (ppid == me and b"ingestion.documents._child import main" in cmd) or ppid in zygotes
+        if (ppid == me and b"ingestion.documents.sandbox.child import main" in cmd) or ppid in zygotes
     ]
 
 

@@ -82,7 +82,7 @@ async def test_each_document_gets_a_fresh_child_of_one_preloaded_fork_server() -
     assert first.ppid == second.ppid != os.getpid()  # both forked by the same zygote...
     zygote = first.ppid
     assert parent_of(zygote) == os.getpid()  # ...which is our child
-    assert b"ingestion.documents._zygote import main" in Path(f"/proc/{zygote}/cmdline").read_bytes()
+    assert b"ingestion.documents.sandbox.zygote import main" in Path(f"/proc/{zygote}/cmdline").read_bytes()
     assert children_of(zygote) == []  # the grandchildren were reaped before we got the answer
 
 
@@ -175,7 +175,7 @@ async def test_without_a_fork_server_each_document_gets_a_new_interpreter(
         "import os, sys\n"
         "from ingestion.documents.extract import register_format\n"
         "from ingestion.documents.model import Block\n"
-        "if 'ingestion.documents._zygote' in sys.modules:\n"
+        "if 'ingestion.documents.sandbox.zygote' in sys.modules:\n"
         "    os._exit(1)  # a fork server cannot start with this plugin\n"
         "register_format('application/x-test-parent', magic=b'%TEST-PARENT',\n"
         "                extract=lambda data: [Block('paragraph', str(os.getppid()))])\n"

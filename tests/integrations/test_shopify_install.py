@@ -22,7 +22,8 @@ from integrations.shopify.oauth import TokenSet
 from parley.bus import Envelope
 from parley.crypto import SecretBox
 from parley.db import unit_of_work
-from parley.models import Job, OutboxMessage
+from knowledge.models import Job
+from parley.bus.models import OutboxMessage
 from parley.settings import Settings
 from tenants.models import ChannelInstallation
 from tenants.repository import reveal_secrets

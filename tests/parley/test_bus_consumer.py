@@ -15,19 +15,8 @@ from parley.bus.envelope import H_ATTEMPTS, H_CONSUMER, H_ERROR, H_ERROR_CODE, H
 from parley.bus.models import DeadLetter
 from parley.db import unit_of_work
 from parley.errors import Unavailable, UnsupportedType
-from parley.models import OutboxMessage
-from tests.parley.bus_support import (  # noqa: F401  (fixtures)
-    broker,
-    bus_db_url,
-    bus_pg_database,
-    bus_sqlite_template,
-    drain,
-    eventually,
-    make_broker,
-    publish_direct,
-    sessions,
-    topology,
-)
+from parley.bus.models import OutboxMessage
+from tests.parley.bus_support import drain, eventually, publish_direct
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 

@@ -9,18 +9,8 @@ from parley.bus import Consumer, Envelope, OutboxRelay, RabbitBroker, Received, 
 from parley.bus.envelope import H_REPLAY_OF
 from parley.db import unit_of_work
 from parley.errors import UnsupportedType
-from parley.models import OutboxMessage
-from tests.parley.bus_support import (  # noqa: F401  (fixtures)
-    broker,
-    bus_db_url,
-    bus_pg_database,
-    bus_sqlite_template,
-    eventually,
-    make_broker,
-    sessions,
-    stage_committed,
-    topology,
-)
+from parley.bus.models import OutboxMessage
+from tests.parley.bus_support import eventually, stage_committed
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 

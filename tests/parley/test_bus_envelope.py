@@ -69,6 +69,15 @@ def test_failures_map_the_error_hierarchy() -> None:
     assert not exhausted.retryable and exhausted.reason == "gave up after 5 attempts; last error: KeyError: 'x'"
 
 
+def test_a_failure_reads_as_a_person_would_say_it() -> None:
+    # Given a parser's refusal, once as it happened and once after the attempts ran out
+    encrypted = Failure.of(Permanent("PDF is password-protected", code="pdf_encrypted"))
+    # Then the person reads the sentence, not the code or the retry bookkeeping
+    assert encrypted.human_reason() == "PDF is password-protected"
+    assert encrypted.exhausted(5).human_reason() == "PDF is password-protected"
+    assert Failure.of(KeyError("x")).human_reason() == "KeyError: 'x'"
+
+
 def test_delay_tiers_and_priorities() -> None:
     topology = Topology(delays=(1, 5, 30, 300))
     assert [topology.pick_delay(s) for s in (0.2, 1, 4.9, 5, 29, 31, 10_000)] == [1, 1, 1, 5, 5, 30, 300]

@@ -13,18 +13,7 @@ from sqlalchemy import func, select
 from parley.bus import Consumer, Envelope, OutboxRelay, RabbitBroker, Received, consuming
 from parley.bus.models import PendingMessage
 from parley.db import unit_of_work
-from tests.parley.bus_support import (  # noqa: F401  (fixtures)
-    broker,
-    bus_db_url,
-    bus_pg_database,
-    bus_sqlite_template,
-    count_outbox,
-    eventually,
-    make_broker,
-    sessions,
-    stage_committed,
-    topology,
-)
+from tests.parley.bus_support import count_outbox, eventually, stage_committed
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 

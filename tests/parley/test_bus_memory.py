@@ -9,15 +9,7 @@ import pytest
 from parley.bus import Consumer, Envelope, InMemoryBroker, OutboxRelay, Received, consuming, list_dead_letters, replay
 from parley.db import unit_of_work
 from parley.errors import Unavailable, UnsupportedType
-from tests.parley.bus_support import (  # noqa: F401  (fixtures)
-    bus_db_url,
-    bus_pg_database,
-    bus_sqlite_template,
-    eventually,
-    new_topology,
-    sessions,
-    stage_committed,
-)
+from tests.parley.bus_support import eventually, new_topology, stage_committed
 
 pytestmark = pytest.mark.postgres
 

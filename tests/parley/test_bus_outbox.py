@@ -13,19 +13,12 @@ from parley.bus import Envelope, OutboxRelay, RabbitBroker, stage
 from parley.bus.broker import Outgoing
 from parley.bus.models import PendingMessage
 from parley.db import _sqlite_pragmas, unit_of_work
-from parley.models import OutboxMessage
-from tests.parley.bus_support import (  # noqa: F401  (fixtures)
-    broker,
-    bus_db_url,
-    bus_pg_database,
-    bus_sqlite_template,
+from parley.bus.models import OutboxMessage
+from tests.parley.bus_support import (
     count_outbox,
     drain,
     eventually,
-    make_broker,
-    sessions,
     stage_committed,
-    topology,
 )
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]

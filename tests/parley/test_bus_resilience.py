@@ -12,18 +12,12 @@ from sqlalchemy import func, select
 from parley.bus import Consumer, Envelope, OutboxRelay, Received, consuming, stage
 from parley.bus.models import PendingMessage
 from parley.db import unit_of_work
-from parley.models import OutboxMessage
-from tests.parley.bus_support import (  # noqa: F401  (fixtures)
-    bus_db_url,
-    bus_pg_database,
-    bus_sqlite_template,
+from parley.bus.models import OutboxMessage
+from tests.parley.bus_support import (
     close_connection_from_broker,
     count_outbox,
     eventually,
-    make_broker,
-    sessions,
     stage_committed,
-    topology,
 )
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]

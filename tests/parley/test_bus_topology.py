@@ -10,14 +10,11 @@ import pytest
 from parley.bus import Envelope, Outgoing, RabbitBroker, declare_topology
 from parley.bus.envelope import H_DELAY
 from tests.support import services
-from tests.parley.bus_support import (  # noqa: F401  (fixtures)
-    broker,
+from tests.parley.bus_support import (
     new_topology,
     close_connection_from_broker,
     drain,
     eventually,
-    make_broker,
-    topology,
 )
 
 pytestmark = pytest.mark.rabbitmq

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 from pathlib import Path
 
@@ -9,9 +10,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.fernet import Fernet
 
-from parley import doctor
+from cli import doctor
 from parley.crypto import SecretBox
+from parley.db import create_engine, create_sessionmaker, unit_of_work
 from parley.settings import Settings
+from tenants import service as tenant_service
+from tenants.models import ChannelKind
 
 
 SEEN = web.AppKey("seen", list)
@@ -87,31 +91,40 @@ async def test_an_unreachable_broker_fails_with_how_to_start_one(tmp_path: Path)
     assert check.status == "fail" and "rabbitmq-server" in check.fix and "--single-process" in check.fix
 
 
-async def test_the_secret_key_must_decrypt_what_is_stored(tmp_path: Path) -> None:
+async def test_the_secret_key_must_decrypt_what_is_stored(tmp_path: Path, sqlite_template: Path) -> None:
     key = Fernet.generate_key()
-    token = SecretBox(key).encrypt('{"bot_token": "xoxb-1"}')
+    # Given a database holding a channel secret encrypted with `key` (a real Slack installation row)
+    shutil.copy(sqlite_template, tmp_path / "parley.db")
+    engine = create_engine(Settings(data_dir=tmp_path), "test")
+    sessions = create_sessionmaker(engine)
+    try:
+        async with unit_of_work(sessions, admin=True) as session:
+            tenant = await tenant_service.create_tenant(session, name="acme")
+            tenant_id = tenant.id
+        async with unit_of_work(sessions, tenant_id=tenant_id) as session:
+            await tenant_service.install_channel(session, box=SecretBox(key), tenant_id=tenant_id, kind=ChannelKind.slack,
+                                                 external_id="T1", secrets={"bot_token": "xoxb-1"})
 
-    async def stored(_sessions) -> str:  # type: ignore[no-untyped-def]
-        return token
-
-    # Given the key the secrets were encrypted with, in the key file
-    (tmp_path / "secret.key").write_bytes(key)
-    (tmp_path / "secret.key").chmod(0o600)
-    good = await doctor.check_secret_key(Settings(data_dir=tmp_path), object(), stored)  # type: ignore[arg-type]
-    assert good.status == "ok" and "decrypts the stored channel secrets" in good.detail
-    # When the key file is replaced, or the environment names another key
-    (tmp_path / "secret.key").write_bytes(Fernet.generate_key())
-    swapped = await doctor.check_secret_key(Settings(data_dir=tmp_path), object(), stored)  # type: ignore[arg-type]
-    assert swapped.status == "fail" and "cannot decrypt" in swapped.detail
-    other = await doctor.check_secret_key(Settings(data_dir=tmp_path, secret_key=Fernet.generate_key().decode()),
-                                          object(), stored)  # type: ignore[arg-type]
-    assert other.status == "fail" and other.detail.startswith("PARLEY_SECRET_KEY")
-    # And without any key while secrets are stored, the fix is to restore it
-    (tmp_path / "secret.key").unlink()
-    lost = await doctor.check_secret_key(Settings(data_dir=tmp_path), object(), stored)  # type: ignore[arg-type]
-    assert lost.status == "fail" and "restore" in lost.fix
-    invalid = await doctor.check_secret_key(Settings(data_dir=tmp_path, secret_key="not-a-key"), None, None)
-    assert invalid.status == "fail"
+        # and the key the secrets were encrypted with, in the key file
+        (tmp_path / "secret.key").write_bytes(key)
+        (tmp_path / "secret.key").chmod(0o600)
+        good = await doctor.check_secret_key(Settings(data_dir=tmp_path), sessions)
+        assert good.status == "ok" and "decrypts the stored channel secrets" in good.detail
+        # When the key file is replaced, or the environment names another key
+        (tmp_path / "secret.key").write_bytes(Fernet.generate_key())
+        swapped = await doctor.check_secret_key(Settings(data_dir=tmp_path), sessions)
+        assert swapped.status == "fail" and "cannot decrypt" in swapped.detail
+        other = await doctor.check_secret_key(Settings(data_dir=tmp_path, secret_key=Fernet.generate_key().decode()),
+                                              sessions)
+        assert other.status == "fail" and other.detail.startswith("PARLEY_SECRET_KEY")
+        # And without any key while secrets are stored, the fix is to restore it
+        (tmp_path / "secret.key").unlink()
+        lost = await doctor.check_secret_key(Settings(data_dir=tmp_path), sessions)
+        assert lost.status == "fail" and "restore" in lost.fix
+        invalid = await doctor.check_secret_key(Settings(data_dir=tmp_path, secret_key="not-a-key"), None)
+        assert invalid.status == "fail"
+    finally:
+        await engine.dispose()
 
 
 def test_channels_and_the_public_url_say_what_is_missing(tmp_path: Path) -> None:

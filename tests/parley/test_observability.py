@@ -13,17 +13,7 @@ from parley.bus import Consumer, Envelope, OutboxRelay, RabbitBroker, Received, 
 from parley.errors import Unavailable, UnsupportedType
 from parley.observability import QueueSampler, WorkerEndpoint, WorkerMetrics
 from parley.vectors import IndexItem
-from tests.parley.bus_support import (  # noqa: F401  (fixtures)
-    broker,
-    bus_db_url,
-    bus_pg_database,
-    bus_sqlite_template,
-    eventually,
-    make_broker,
-    sessions,
-    stage_committed,
-    topology,
-)
+from tests.parley.bus_support import eventually, stage_committed
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 

@@ -7,7 +7,7 @@ from sqlalchemy import func, select, update
 
 from parley.db import bind_admin, bind_tenant
 from parley.errors import TenantScopeError
-from parley.models import Document
+from knowledge.models import Document
 from parley.repository import TenantRepository
 from tenants.models import Tenant
 

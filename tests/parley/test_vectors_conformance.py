@@ -18,13 +18,7 @@ import pytest
 from parley.db import create_engine, create_sessionmaker
 from parley.errors import InvalidInput, TenantScopeError
 from parley.vectors import EmbeddedVectorIndex, VectorIndex
-from tests.parley.test_vectors_support import (  # noqa: F401 - fixtures
-    make_items,
-    new_tenant,
-    random_unit,
-    settings_for,
-    unit,
-)
+from tests.parley.test_vectors_support import make_items, new_tenant, random_unit, settings_for, unit
 
 WEAVIATE_URL = os.environ.get("PARLEY_WEAVIATE_URL")
 

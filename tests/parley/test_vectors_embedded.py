@@ -19,17 +19,11 @@ import numpy as np
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from parley.db import bind_tenant, unit_of_work
+from parley.db import bind_tenant, create_engine, create_sessionmaker, unit_of_work
 from parley.errors import ConfigurationError, InvalidInput, TenantScopeError
 from parley.vectors import EmbeddedVectorIndex, WeaviateVectorIndex, create_vector_index
 from parley.vectors.store import VectorStore
-from tests.parley.test_vectors_support import (  # noqa: F401 - fixtures
-    make_items,
-    new_tenant,
-    random_unit,
-    sessions,
-    settings_for,
-)
+from tests.parley.test_vectors_support import make_items, new_tenant, random_unit, settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,6 +66,15 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0
     while not await check():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def sessions(db_url: str, tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """The process's sessionmaker, built the way processes build it (parley.db.create_engine), on the shared
+    ``db_url`` (this module's own: the folder's ``sessions`` in conftest.py is the bus tests')."""
+    engine = create_engine(settings_for(db_url, tmp_path), "test")
+    yield create_sessionmaker(engine)
+    await engine.dispose()
 
 
 @pytest.fixture

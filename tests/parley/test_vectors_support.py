@@ -1,4 +1,4 @@
-"""Shared helpers and fixtures of the vector index tests (this module holds no tests).
+"""Shared helpers of the vector index tests (this module holds no tests).
 
 Items are synthetic: random unit vectors from a seeded generator and short texts, so a test can
 make the nearest vector or the rarest word whatever it needs; no embedding model is involved.
@@ -9,23 +9,13 @@ PostgreSQL, migrated by alembic).
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
-from alembic import command
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.pool import NullPool
 
-from parley import migrations
-from parley.db import create_engine, create_sessionmaker
 from parley.settings import Settings
 from parley.vectors import IndexItem
-from tests.support import services
 
 DIM = 32
 
@@ -70,11 +60,3 @@ def new_tenant() -> str:
 
 def settings_for(url: str, tmp_path: Path) -> Settings:
     return Settings(database_url=url, data_dir=tmp_path / "var", log_json=False)
-
-
-@pytest.fixture
-async def sessions(db_url: str, tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    """The process's sessionmaker, built the way processes build it (parley.db.create_engine)."""
-    engine = create_engine(settings_for(db_url, tmp_path), "test")
-    yield create_sessionmaker(engine)
-    await engine.dispose()

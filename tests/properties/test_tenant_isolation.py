@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from parley.bus import Envelope, Failure, record_dead_letter
-from parley.contracts import DOCUMENT_UPLOADED
+from parley.bus.contracts import DOCUMENT_UPLOADED
 from parley.db import unit_of_work
 from parley.vectors import create_vector_index
 from tenants import service as tenants

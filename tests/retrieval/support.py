@@ -28,7 +28,7 @@ from ingestion.documents.chunking import chunk_document
 from ingestion.documents.extract_markdown import markdown_blocks
 from ingestion.documents.model import ExtractedDocument
 from parley.db import unit_of_work
-from parley.models import Chunk, Document, DocumentStatus
+from knowledge.models import Chunk, Document, DocumentStatus
 from parley.settings import Settings
 from parley.vectors import IndexItem
 from retrieval.app import RetrievalDeps, create_app

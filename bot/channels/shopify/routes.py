@@ -26,6 +26,7 @@ from bot.channels.shopify.service import (
     Delivery, accept_webhook, complete_install, consume_state, custom_webhook_secret, install_link_key,
     installation_any_status, remember_state,
 )
+from bot.context import GATEWAY
 from integrations.shopify import oauth
 from integrations.shopify.config import ShopifyConfig
 from integrations.shopify.errors import InvalidShop, MissingScopes, ShopifyError, ShopifyUnavailable, TokenRevoked
@@ -55,15 +56,23 @@ class ShopifyGateway:
 SHOPIFY = web.AppKey("shopify_gateway", ShopifyGateway)
 
 
-def setup_shopify(app: web.Application, *, settings: Settings, sessions: async_sessionmaker[AsyncSession], box: SecretBox,
-                  config: ShopifyConfig | None = None, http: aiohttp.ClientSession | None = None) -> ShopifyGateway:
-    """Add the Shopify routes to the gateway's app. ``http``: a client session to use (tests); by
-    default one is opened with the app and closed on cleanup."""
-    gateway = ShopifyGateway(settings, sessions, box, config or ShopifyConfig.from_settings(settings),
+def setup_shopify(app: web.Application, *, settings: Settings, sessions: async_sessionmaker[AsyncSession] | None = None,
+                  box: SecretBox | None = None, config: ShopifyConfig | None = None,
+                  http: aiohttp.ClientSession | None = None) -> ShopifyGateway:
+    """Add the Shopify routes to the gateway's app. Without ``sessions`` and ``box`` the routes use
+    the gateway's own (its main pool and secret box, ready once the app has started): the gateway
+    keeps building its separate pools for webhook acks and background work. ``http``: a client
+    session to use (tests); by default one is opened with the app and closed on cleanup."""
+    gateway = ShopifyGateway(settings, sessions, box, config or ShopifyConfig.from_settings(settings),  # type: ignore[arg-type]
                              install_link_key(settings), http)
     app[SHOPIFY] = gateway
 
-    async def client_session(_: web.Application) -> AsyncIterator[None]:
+    async def client_session(app_: web.Application) -> AsyncIterator[None]:
+        if gateway.sessions is None or gateway.box is None:
+            # Runs after the gateway's own resources (cleanup contexts run in the order added).
+            gw = app_[GATEWAY]
+            gateway.sessions = gateway.sessions or gw.sessions
+            gateway.box = gateway.box or gw.box
         own = gateway.http is None
         if own:
             gateway.http = aiohttp.ClientSession()

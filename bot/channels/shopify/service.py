@@ -35,10 +35,16 @@ from bot.models import WebhookEvent
 from integrations.shopify.client import ShopifyClient
 from integrations.shopify.config import ShopifyConfig
 from integrations.shopify.hmac import normalize_shop, sign_install_link
-from integrations.shopify.messages import (
-    CATALOG_PRODUCT_CHANGED, CATALOG_PRODUCT_DELETED, CATALOG_SHOP_REDACTED, ProductChanged, ProductDeleted, ShopRedacted,
-    request_sync, stage_catalog,
+from parley.bus.contracts import (
+    CATALOG_PRODUCT_CHANGED,
+    CATALOG_PRODUCT_DELETED,
+    CATALOG_SHOP_REDACTED,
+    ProductChanged,
+    ProductDeleted,
+    ShopRedacted,
+    stage_catalog,
 )
+from knowledge.service import request_sync
 from integrations.shopify.oauth import TokenSet, check_scopes
 from integrations.shopify.products import gid_to_int
 from parley.crypto import SecretBox, load_secret_box

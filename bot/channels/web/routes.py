@@ -20,6 +20,8 @@ and are wrapped at registration: here by the API-key check, in the admin dashboa
 from __future__ import annotations
 
 import contextlib
+import html
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,16 +33,18 @@ from bot.channels.slack.oauth import install_link
 from bot.context import GATEWAY
 from bot.conversation.repository import InboundRepository
 from bot.conversation.schemas import Attachment, Download, IncomingMessage, Reply
-from bot.conversation.uploads import StoredFile, check_supported
+from bot.conversation.uploads import StoredFile
 from bot.http import API_KEY_ID, TENANT, error_response, read_json, require_api_key
 from bot.models import InboundMessage
 from parley.db import unit_of_work
-from parley.documents import DocumentRepository, JobRepository, job_report
+from knowledge.repository import DocumentRepository, JobRepository
+from knowledge.service import job_report
 from parley.errors import InvalidInput, ParleyError, TooLarge, Unavailable
-from parley.models import Document, DocumentStatus
+from knowledge.models import Document, DocumentStatus
 
 STATIC = Path(__file__).parent / "static"
 MAX_FILES_PER_REQUEST = 20
+_ACCEPT = re.compile(r'\baccept="[^"]*"')
 
 auth = require_api_key(lambda request: request.app[GATEWAY].sessions)
 
@@ -131,7 +135,7 @@ async def upload(request: web.Request) -> web.Response:
             raise TooLarge(f"at most {MAX_FILES_PER_REQUEST} files per upload")
         name = Path(part.filename).name[:255] or "upload"
         try:
-            mime = check_supported(name, part.headers.get("Content-Type"))
+            mime = gw.intake.check_supported(name, part.headers.get("Content-Type"))
             blob = await gw.intake.store(tenant_id, name, _chunks(part), max_bytes=limit)
         except ParleyError as exc:
             detail = f"{name} is larger than the limit of {limit:,} bytes" if isinstance(exc, TooLarge) else exc.message
@@ -220,8 +224,15 @@ def _limit(request: web.Request) -> int:
         raise InvalidInput("'limit' must be a number") from exc
 
 
-async def chat_page(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+def page_for_uploads(page: Path, request: web.Request) -> str:
+    """A static page whose file pickers (``accept="..."``) offer every format this gateway accepts."""
+    accept = html.escape(request.app[GATEWAY].intake.formats.accept())
+    return _ACCEPT.sub(f'accept="{accept}"', page.read_text(encoding="utf-8"))
+
+
+async def chat_page(request: web.Request) -> web.Response:
+    return web.Response(text=page_for_uploads(STATIC / "index.html", request), content_type="text/html",
+                        headers={"Cache-Control": "no-cache"})
 
 
 async def root(request: web.Request) -> web.Response:

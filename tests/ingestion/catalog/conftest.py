@@ -4,7 +4,6 @@ and PostgreSQL), real RabbitMQ under a unique prefix, and the real catalog worke
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -25,13 +24,14 @@ from integrations.shopify.config import ShopifyConfig
 from parley.bus import OutboxRelay, RabbitBroker, Topology
 from parley.crypto import SecretBox
 from parley.db import create_engine, create_sessionmaker, unit_of_work
-from parley.models import Job, JobItem, Product
+from knowledge.models import Job, JobItem, Product
 from parley.settings import Settings
 from parley.vectors.models import VectorEntry
 from tenants.models import Tenant
 from tenants.service import create_tenant
 from tests.integrations.shopify_emulator import ShopifyEmulator, running
 from tests.support import services, waiting
+from tests.support.processes import stop_process
 
 try:
     from parley.embeddings.local import model_installed
@@ -53,7 +53,7 @@ class Worker:
     def start(self) -> None:
         self.starts += 1
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "ingestion.catalog"], env=self.env, cwd=REPO,
+        self.process = subprocess.Popen([sys.executable, "-m", "cli", "worker", "catalog"], env=self.env, cwd=REPO,
                                         stdout=log, stderr=log)
         log.close()
 
@@ -66,12 +66,8 @@ class Worker:
     def stop(self) -> int:
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else 0
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return -9
+        stop_process(self.process, timeout=60)
+        return self.process.returncode
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]

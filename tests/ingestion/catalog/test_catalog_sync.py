@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import select
 
 from ingestion.catalog.service import catalog_report, document_id, product_row_id
-from integrations.shopify.messages import request_sync
+from knowledge.service import request_sync
 from integrations.shopify.oauth import TokenSet
 from parley.db import unit_of_work, utcnow
-from parley.documents import job_report
+from knowledge.service import job_report
 from tenants.models import ChannelInstallation, ChannelKind
 from tenants.repository import reveal_secrets
 from tenants.service import install_channel

@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 
 from bot.channels.shopify import setup_shopify
 from ingestion.catalog.service import document_id, product_row_id
-from integrations.shopify.messages import request_sync
+from knowledge.service import request_sync
 from parley.bus.models import ProcessedMessage
 from parley.db import unit_of_work
-from parley.models import OutboxMessage
+from parley.bus.models import OutboxMessage
 from tenants.models import ChannelInstallation
 from tests.ingestion.catalog.conftest import Stack, eventually
 from tests.integrations.catalog_data import BASE_ID, synthetic_catalog

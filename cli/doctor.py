@@ -10,22 +10,20 @@ from __future__ import annotations
 import asyncio
 import stat
 import tempfile
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from parley.db import unit_of_work
 from parley.logging import silenced
 from parley.settings import Settings
+from tenants.models import ChannelInstallation
 
 Status = Literal["ok", "warn", "fail"]
-#: Reads one stored, encrypted channel secret (or None when there is none); given by the CLI, which
-#: may import the tenants package.
-SecretProbe = Callable[[async_sessionmaker[AsyncSession]], Awaitable[str | None]]
 
 TIMEOUT = 5.0
 START_RABBITMQ = (
@@ -107,7 +105,7 @@ def check_data_dir(settings: Settings) -> Check:
 
 async def check_database(settings: Settings, *, need_head: bool = True) -> Check:
     """Reachable, and (``need_head``) migrated to the newest revision."""
-    from parley import migrations
+    from cli import migrations
     from parley.db import create_engine
 
     where = describe_database(settings)
@@ -138,8 +136,7 @@ async def check_database(settings: Settings, *, need_head: bool = True) -> Check
                  "run `parley migrate`")
 
 
-async def check_secret_key(settings: Settings, sessions: async_sessionmaker[AsyncSession] | None,
-                           probe: SecretProbe | None) -> Check:
+async def check_secret_key(settings: Settings, sessions: async_sessionmaker[AsyncSession] | None) -> Check:
     from parley.crypto import SecretBox
     from parley.errors import ConfigurationError
 
@@ -153,7 +150,7 @@ async def check_secret_key(settings: Settings, sessions: async_sessionmaker[Asyn
         except OSError as exc:
             return Check("secret key", "fail", f"{path} is not readable: {exc.strerror}", "fix its owner and mode (0600)")
     else:
-        stored = await _stored_secret(sessions, probe)
+        stored = await _stored_secret(sessions)
         if stored:
             return Check("secret key", "fail", f"channel secrets are stored but there is no key ({path} is missing)",
                          "restore var/secret.key from the backup, or set PARLEY_SECRET_KEY to the key they were "
@@ -175,7 +172,7 @@ async def check_secret_key(settings: Settings, sessions: async_sessionmaker[Asyn
         status = "warn"
         fix = fix or "set PARLEY_SECRET_KEY to the same key on every machine (the key file is per machine)"
         notes.append("a key file with a shared database")
-    stored = await _stored_secret(sessions, probe)
+    stored = await _stored_secret(sessions)
     if stored:
         try:
             box.decrypt(stored)
@@ -189,12 +186,16 @@ async def check_secret_key(settings: Settings, sessions: async_sessionmaker[Asyn
     return Check("secret key", status, f"{source}: " + "; ".join(notes), fix)
 
 
-async def _stored_secret(sessions: async_sessionmaker[AsyncSession] | None, probe: SecretProbe | None) -> str | None:
-    if sessions is None or probe is None:
+async def _stored_secret(sessions: async_sessionmaker[AsyncSession] | None) -> str | None:
+    """One stored, encrypted channel secret (None when there is none or it cannot be read)."""
+    if sessions is None:
         return None
     try:
         async with asyncio.timeout(TIMEOUT):
-            return await probe(sessions)
+            async with unit_of_work(sessions, admin=True) as session:
+                found = await session.execute(select(ChannelInstallation.secrets_encrypted)
+                                              .where(ChannelInstallation.secrets_encrypted.is_not(None)).limit(1))
+                return found.scalar_one_or_none()
     except Exception:  # noqa: BLE001 - the database check reports why
         return None
 
@@ -347,7 +348,7 @@ async def preflight(settings: Settings, *, single_process: bool = False, migrate
     return [database, rabbit, index, answerer, check_embedding_model(settings), check_data_dir(settings)]
 
 
-async def doctor(settings: Settings, *, secret_probe: SecretProbe | None = None) -> list[Check]:
+async def doctor(settings: Settings) -> list[Check]:
     """Every check, in the order a person reads them."""
     from parley.db import create_engine, create_sessionmaker
 
@@ -358,11 +359,11 @@ async def doctor(settings: Settings, *, secret_probe: SecretProbe | None = None)
     if database.status == "ok":
         engine = create_engine(settings, "doctor")
         try:
-            secret = await check_secret_key(settings, create_sessionmaker(engine), secret_probe)
+            secret = await check_secret_key(settings, create_sessionmaker(engine))
         finally:
             await engine.dispose()
     else:
-        secret = await check_secret_key(settings, None, None)
+        secret = await check_secret_key(settings, None)
     return [check_data_dir(settings), database, rabbit, secret, check_embedding_model(settings), index, answerer,
             check_public_url(settings), *check_channels(settings)]
 

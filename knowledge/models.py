@@ -1,7 +1,7 @@
-"""Tables every process shares: documents and their chunks, bulk jobs, catalog products, the outbox.
+"""The knowledge base's tables: documents and their chunks, bulk jobs and their items, catalog products.
 
-They live in the kernel because the gateway creates documents, the workers index them and the
-retrieval service cites them; none of those packages may import another.
+The gateway creates documents, the workers index them and the retrieval service cites them; none
+of those packages may import another, so the tables live here, in the domain they share.
 """
 
 from __future__ import annotations
@@ -164,22 +164,3 @@ class Product(TenantOwned, TimestampMixin, Base):
     shopify_updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     content_hash: Mapped[str] = mapped_column(String(64))
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
-
-
-class OutboxMessage(Base):
-    """A message written in the same transaction as the work it announces, relayed to RabbitMQ after
-    commit. If the process dies between commit and publish, the relay publishes it on restart."""
-
-    __tablename__ = "outbox_message"
-    __table_args__ = (Index("ix_outbox_message_unpublished", "published_at", "id"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    message_id: Mapped[str] = mapped_column(String(64), unique=True)
-    routing_key: Mapped[str] = mapped_column(String(128))
-    message_type: Mapped[str] = mapped_column(String(64))
-    tenant_id: Mapped[str | None] = mapped_column(String(32))
-    body: Mapped[str] = mapped_column(Text)  # the JSON envelope
-    headers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    published_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
-    publish_attempts: Mapped[int] = mapped_column(Integer, default=0)

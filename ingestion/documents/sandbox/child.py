@@ -1,6 +1,6 @@
-"""The sandbox child's work (see sandbox.py), run either in a fresh interpreter
-(`python -c "...; _child.main()" '<request json>'`, the fallback) or by a fork server's
-freshly forked grandchild (`_zygote.py`, which calls `run` with the request it received).
+"""The sandbox child's work (see the package's docstring), run either in a fresh interpreter
+(`python -c "...; child.main()" '<request json>'`, the fallback) or by a fork server's
+freshly forked grandchild (`zygote.py`, which calls `run` with the request it received).
 
 Sets its own limits first, reads the document (stdin, or the path in the request), runs
 sniff + extract, and writes one JSON object to the original stdout. Parsers that print are
@@ -19,6 +19,7 @@ import traceback
 from typing import Any
 
 from ingestion.documents.errors import ExtractionError, SandboxFailure
+from parley import formats
 
 _MIB = 1024 * 1024
 
@@ -40,7 +41,7 @@ def run(request: dict[str, Any]) -> int:
         answer = _encode(_handle(request))
     except MemoryError:
         answer = out_of_memory
-    _write_all(answer_fd, answer)
+    write_all(answer_fd, answer)
     return 0
 
 
@@ -48,8 +49,7 @@ def _handle(request: dict[str, Any]) -> dict[str, Any]:
     from ingestion.documents.extract import extract
 
     try:
-        for number, plugin in enumerate(request.get("plugins", ())):
-            _load_plugin(plugin, number)
+        formats.load_format_plugins(request.get("plugins", ()), into=formats.registry())
         if request.get("path"):
             with open(request["path"], "rb") as handle:
                 data = handle.read()
@@ -100,22 +100,11 @@ def _address_space() -> int:
         return 0
 
 
-def _load_plugin(path: str, number: int) -> None:
-    import importlib.util  # only plugin users pay for it
-
-    spec = importlib.util.spec_from_file_location(f"_parley_sandbox_plugin_{number}", path)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load sandbox plugin {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-
-
 def _encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)

@@ -1,6 +1,7 @@
-"""What the platform is doing right now: queues, workers, the outbox, documents and jobs.
+"""What the bus is doing right now: queues, workers, the outbox.
 
-Read by ``parley status`` and by the workers' ``/metrics``. Two sources:
+Read by ``parley status`` and by the workers' ``/metrics`` (documents by status and running jobs
+come from :mod:`knowledge.repository`). Two sources:
 
 * RabbitMQ, through passive queue declarations (they create nothing and need no management
   plugin): each work queue's ready messages and consumers (= workers attached), and its DLQ's
@@ -8,26 +9,24 @@ Read by ``parley status`` and by the workers' ``/metrics``. Two sources:
 * The database: ``pending_message`` (published, not yet finished by a consumer: the backlog the
   fairness scheme keeps per tenant, in-flight included) gives each queue's backlog and the age of
   its oldest message; ``outbox_message`` rows not yet published are the outbox backlog (the broker
-  was down, or a relay is behind); documents by status and running jobs per tenant.
+  was down, or a relay is behind).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
 
 import aio_pika
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley.bus import Topology
+from parley.bus.topology import Topology
 from parley.bus.broker import QueueStats
-from parley.bus.models import PendingMessage
+from parley.bus.models import OutboxMessage, PendingMessage
 from parley.bus.rabbit import inspect_queues
 from parley.db import utcnow
 from parley.logging import silenced
-from parley.models import Document, Job, JobStatus, OutboxMessage
 
 
 @dataclass
@@ -70,26 +69,6 @@ async def outbox_backlog(session: AsyncSession) -> Backlog:
         select(func.count(), func.min(OutboxMessage.created_at)).where(OutboxMessage.published_at.is_(None))
     )).one()
     return Backlog(row[0], _aware(row[1]))
-
-
-async def documents_by_status(session: AsyncSession) -> dict[str, dict[str, int]]:
-    """tenant id -> status -> count (an admin session: this reads every tenant on purpose)."""
-    rows = (await session.execute(
-        select(Document.tenant_id, Document.status, func.count()).group_by(Document.tenant_id, Document.status)
-    )).all()
-    out: dict[str, dict[str, int]] = {}
-    for tenant_id, status, count in rows:
-        out.setdefault(tenant_id, {})[getattr(status, "value", str(status))] = count
-    return out
-
-
-async def running_jobs(session: AsyncSession, limit: int = 50) -> list[dict[str, Any]]:
-    jobs = (await session.execute(
-        select(Job).where(Job.status == JobStatus.running).order_by(Job.created_at).limit(limit)
-    )).scalars()
-    return [{"id": j.id, "tenant_id": j.tenant_id, "kind": j.kind, "done": j.done, "failed": j.failed, "total": j.total,
-             "description": j.description, "started": j.created_at.isoformat(timespec="seconds") if j.created_at else None}
-            for j in jobs]
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:

@@ -1,4 +1,5 @@
-"""Documents and bulk jobs: repositories and the upload service every producer uses.
+"""The knowledge base's service: uploads, bulk jobs and their counters, deletion, re-indexing,
+catalog sync requests.
 
 The gateway (a file in a DM), the web chat and `parley ingest` all submit uploads through
 :func:`submit_upload`: it records the document and stages `document.uploaded` in the caller's
@@ -10,65 +11,28 @@ source and name, new content) is a new document that replaces the old one when i
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from knowledge.models import Chunk, Document, DocumentStatus, Job, JobItem, JobItemStatus, JobStatus
+from knowledge.repository import DocumentRepository, JobRepository
 from parley.blobs import StoredBlob
 from parley.bus import Envelope, context, stage
-from parley.contracts import DOCUMENT_UPLOADED, QUEUE_DOCUMENTS, DocumentUploaded
+from parley.bus.contracts import (
+    CATALOG_SYNC_JOB_KIND,
+    CATALOG_SYNC_REQUESTED,
+    DOCUMENT_UPLOADED,
+    QUEUE_CATALOG,
+    QUEUE_DOCUMENTS,
+    DocumentUploaded,
+    SyncRequested,
+)
 from parley.db import utcnow
-from parley.models import Document, DocumentStatus, Job, JobItem, JobItemStatus, JobStatus
-from parley.repository import TenantRepository
-
-
-class DocumentRepository(TenantRepository[Document]):
-    model = Document
-    noun = "document"
-
-    async def by_sha(self, sha256: str) -> Document | None:
-        return (await self.session.execute(self.select().where(Document.sha256 == sha256))).scalar_one_or_none()
-
-    async def by_idempotency_key(self, key: str) -> Document | None:
-        return (await self.session.execute(self.select().where(Document.idempotency_key == key))).scalar_one_or_none()
-
-    async def current_version(self, source: str, filename: str, *, exclude_id: str | None = None) -> Document | None:
-        stmt = self.select().where(
-            Document.source == source,
-            Document.filename == filename,
-            Document.status.in_([DocumentStatus.indexed, DocumentStatus.queued, DocumentStatus.processing]),
-        )
-        if exclude_id:
-            stmt = stmt.where(Document.id != exclude_id)
-        return (await self.session.execute(stmt.order_by(Document.created_at.desc()).limit(1))).scalars().first()
-
-    async def list(self, *, status: DocumentStatus | None = None, limit: int = 100) -> list[Document]:
-        stmt = self.select().order_by(Document.created_at.desc()).limit(limit)
-        if status is not None:
-            stmt = stmt.where(Document.status == status)
-        return list((await self.session.execute(stmt)).scalars())
-
-    async def counts_by_status(self) -> dict[str, int]:
-        stmt = self.select(Document.status, func.count()).group_by(Document.status)
-        return {status.value: n for status, n in (await self.session.execute(stmt)).all()}
-
-
-class JobRepository(TenantRepository[Job]):
-    model = Job
-    noun = "job"
-
-    async def list(self, *, limit: int = 50) -> list[Job]:
-        return list((await self.session.execute(self.select().order_by(Job.created_at.desc()).limit(limit))).scalars())
-
-    async def failed_items(self, job_id: str) -> list[JobItem]:
-        stmt = (
-            select(JobItem)
-            .where(JobItem.tenant_id == self.tenant_id, JobItem.job_id == job_id, JobItem.status == JobItemStatus.failed)
-            .order_by(JobItem.id)
-        )
-        return list((await self.session.execute(stmt)).scalars())
+from tenants.models import Tenant
 
 
 @dataclass(frozen=True)
@@ -182,25 +146,39 @@ async def finish_job_item(
     session: AsyncSession, *, tenant_id: str, job_id: str, item_key: str, ok: bool,
     error_code: str | None = None, error: str | None = None,
 ) -> Job | None:
-    """Count one item of a job exactly once (pending -> done/failed) and close the job after the last.
+    """Count one item of a job exactly once; see :func:`finish_job_items`."""
+    return await finish_job_items(session, tenant_id=tenant_id, job_id=job_id, keys=[item_key], ok=ok,
+                                  error_code=error_code, error=error)
+
+
+async def finish_job_items(
+    session: AsyncSession, *, tenant_id: str, job_id: str, keys: Sequence[str], ok: bool,
+    error_code: str | None = None, error: str | None = None,
+) -> Job | None:
+    """Count items of a job exactly once (pending -> done/failed) and close the job after the last.
 
     Returns the job when this call closed it (so the caller can send the final report), else None.
-    The conditional UPDATE is the atomic step: a redelivered message finds the item no longer
-    pending and changes nothing.
+    The conditional UPDATE is the atomic step: a redelivered message finds its items no longer
+    pending and changes nothing; the job's counters grow by exactly what moved. A whole batch costs
+    three statements, not three per item (a catalog batch: ~20% of its time on PostgreSQL,
+    bench/shopify_sync.py).
     """
+    if not keys:
+        return None
     moved = await session.execute(
         update(JobItem)
-        .where(JobItem.tenant_id == tenant_id, JobItem.job_id == job_id, JobItem.item_key == item_key,
+        .where(JobItem.tenant_id == tenant_id, JobItem.job_id == job_id, JobItem.item_key.in_(list(keys)),
                JobItem.status == JobItemStatus.pending)
         .values(status=JobItemStatus.done if ok else JobItemStatus.failed, error_code=error_code, error=error,
                 finished_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    if moved.rowcount != 1:
-        return None
+    count = moved.rowcount or 0
+    if count == 0:
+        return None  # a redelivery: every item was already counted
     counter = Job.done if ok else Job.failed
     await session.execute(
-        update(Job).where(Job.tenant_id == tenant_id, Job.id == job_id).values({counter: counter + 1})
+        update(Job).where(Job.tenant_id == tenant_id, Job.id == job_id).values({counter: counter + count})
         .execution_options(synchronize_session=False)
     )
     return await _close_if_complete(session, tenant_id, job_id)
@@ -239,27 +217,17 @@ async def delete_document(session: AsyncSession, index: Any, *, tenant_id: str, 
     """Remove a document everywhere: its vectors, its chunk metadata, its status (kept as `deleted`
     so a later re-upload of the same content is indexed again). Bumps the tenant's index version,
     so no cached answer built from it survives."""
-    from sqlalchemy import delete as sql_delete
-
-    from parley.models import Chunk
-
     repo = DocumentRepository(session, tenant_id)
     document = await repo.get(document_id)
     await index.delete_document(tenant_id, document.id)
-    await session.execute(sql_delete(Chunk).where(Chunk.tenant_id == tenant_id, Chunk.document_id == document.id))
+    await session.execute(delete(Chunk).where(Chunk.tenant_id == tenant_id, Chunk.document_id == document.id))
     document.status = DocumentStatus.deleted
     document.chunk_count = 0
     await session.execute(
-        update(_tenant_table()).where(_tenant_table().c.id == tenant_id).values(index_version=_tenant_table().c.index_version + 1)
+        update(Tenant).where(Tenant.id == tenant_id).values(index_version=Tenant.index_version + 1)
+        .execution_options(synchronize_session=False)
     )
     return document
-
-
-def _tenant_table() -> Any:
-    # The tenant table by name: the kernel does not import the tenants package.
-    from parley.db import Base
-
-    return Base.metadata.tables["tenant"]
 
 
 async def requeue_all(session: AsyncSession, *, tenant_id: str, reason: str) -> Job | None:
@@ -284,4 +252,16 @@ async def requeue_all(session: AsyncSession, *, tenant_id: str, reason: str) -> 
         await _add_job_item(session, tenant_id, job.id, document, already_done=False)
         stage(session, Envelope.new(DOCUMENT_UPLOADED, tenant_id=tenant_id,
                                     payload=DocumentUploaded(document_id=document.id)), QUEUE_DOCUMENTS)
+    return job
+
+
+async def request_sync(session: AsyncSession, *, tenant_id: str, shop: str, reason: str = "manual",
+                       notify: dict[str, Any] | None = None, correlation_id: str | None = None) -> Job:
+    """Create a Shopify catalog sync's job (visible at once, total filled in by the worker) and stage
+    ``catalog.sync_requested`` in the caller's unit of work (published after its commit)."""
+    job = await create_job(session, tenant_id=tenant_id, kind=CATALOG_SYNC_JOB_KIND,
+                           description=f"Shopify catalog sync of {shop} ({reason})", total=0, notify=notify)
+    stage(session, Envelope.new(CATALOG_SYNC_REQUESTED, tenant_id=tenant_id,
+                                payload=SyncRequested(shop=shop, job_id=job.id, reason=reason),
+                                correlation_id=correlation_id), QUEUE_CATALOG)
     return job

@@ -82,7 +82,7 @@ class _Child:
 
         env = {**os.environ, **self.spec.env}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "parley.cli", *self.spec.command],
+            [sys.executable, "-m", "cli", *self.spec.command],
             env=env,
             preexec_fn=lower_priority,
             start_new_session=True,  # Ctrl-C reaches children only through us, in order

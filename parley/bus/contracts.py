@@ -1,7 +1,10 @@
-"""Catalog message contracts (queue ``catalog``), shared by the gateway and the catalog worker.
+"""Message contracts: the only thing producers and consumers share.
 
-They live here until the lead moves them into ``parley.contracts``: both producers (the gateway's
-Shopify routes, the CLI) and the consumer (``ingestion.catalog``) may import this package.
+Types are `noun.past_tense_verb`. Payloads carry ids and references, never file bytes.
+
+Queue ``documents``: ``document.uploaded``, ``document.deleted``. Queue ``notifications``:
+``notice.requested``. Queue ``catalog`` (Shopify; produced by the gateway's Shopify routes and the
+CLI, consumed by ``ingestion.catalog``):
 
 =============================  =================================================================
 ``catalog.sync_requested``     list the whole store and fan out ``products_received`` batches
@@ -21,12 +24,40 @@ from typing import Any
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley.bus import Envelope, stage
-from parley.documents import create_job
-from parley.models import Job
+from parley.bus.envelope import Envelope
+from parley.bus.outbox import stage
 
+DOCUMENT_UPLOADED = "document.uploaded"
+DOCUMENT_DELETED = "document.deleted"
+NOTICE_REQUESTED = "notice.requested"
+
+QUEUE_DOCUMENTS = "documents"
 QUEUE_CATALOG = "catalog"
-JOB_KIND = "catalog_sync"
+QUEUE_NOTIFICATIONS = "notifications"
+
+#: The job kind of a Shopify catalog sync.
+CATALOG_SYNC_JOB_KIND = "catalog_sync"
+
+
+class DocumentUploaded(BaseModel):
+    document_id: str
+
+
+class DocumentDeleted(BaseModel):
+    document_id: str
+
+
+class NoticeRequested(BaseModel):
+    """A line for a person: posted back into the DM (or web chat) the upload came from."""
+
+    text: str
+    target: dict[str, Any] = Field(default_factory=dict)  # channel kind, conversation/channel id, user
+    document_id: str | None = None
+    job_id: str | None = None
+    kind: str = "info"  # received / indexed / failed / job_done
+
+
+# --- catalog ------------------------------------------------------------------------------
 
 CATALOG_SYNC_REQUESTED = "catalog.sync_requested"
 CATALOG_PRODUCTS_RECEIVED = "catalog.products_received"
@@ -81,20 +112,9 @@ class SyncNotice(BaseModel):
     target: dict[str, Any] = Field(default_factory=dict)
 
 
-async def request_sync(session: AsyncSession, *, tenant_id: str, shop: str, reason: str = "manual",
-                       notify: dict[str, Any] | None = None, correlation_id: str | None = None) -> Job:
-    """Create the sync's job (visible at once, total filled in by the worker) and stage
-    ``catalog.sync_requested`` in the caller's unit of work (published after its commit)."""
-    job = await create_job(session, tenant_id=tenant_id, kind=JOB_KIND,
-                           description=f"Shopify catalog sync of {shop} ({reason})", total=0, notify=notify)
-    stage(session, Envelope.new(CATALOG_SYNC_REQUESTED, tenant_id=tenant_id,
-                                payload=SyncRequested(shop=shop, job_id=job.id, reason=reason),
-                                correlation_id=correlation_id), QUEUE_CATALOG)
-    return job
-
-
 def stage_catalog(session: AsyncSession, message_type: str, *, tenant_id: str, payload: BaseModel,
                   idempotency_key: str | None = None) -> Envelope:
+    """Stage a catalog message in the caller's unit of work (published after its commit)."""
     envelope = Envelope.new(message_type, tenant_id=tenant_id, payload=payload, idempotency_key=idempotency_key)
     stage(session, envelope, QUEUE_CATALOG)
     return envelope

@@ -1,33 +1,10 @@
-"""Sniff + extract untrusted bytes in a fresh, limited process per document.
-
-Every document is parsed in a process of its own that exits afterwards, so a parser that hangs,
-leaks, crashes or is subverted takes nothing else down and leaves no state behind:
-- wall time: the parent has the process group killed at `time_limit_s`
-  -> SandboxFailure("parse_timeout", "parsing took longer than 30 s");
-- CPU time: RLIMIT_CPU in the child, same report (a second line of defence);
-- memory: RLIMIT_AS in the child, `memory_limit_mb` on top of what it maps when it starts
-  -> SandboxFailure("memory_limit", "document needs more than 512 MB to parse");
-- crash (signal, os._exit, garbage on stdout) -> SandboxFailure("parser_crashed", ...).
-The child also gets no core dumps, no file writes, no fds but its stdin/stdout/stderr, and a
-scrubbed environment (no API keys or database URLs). Results come back as JSON, never pickle.
-It runs at the caller's niceness: lower it in the worker, not here.
-
-Where the child comes from. Starting a fresh interpreter and importing the parsers costs
-100-315 ms of CPU per document against 1-20 ms for the parse itself (pypdf alone pulls in
-`cryptography`). So each worker process keeps a fork server (`_zygote.py`, one per set of
-`plugins`): a helper started from a clean interpreter (subprocess, scrubbed environment, no
-inherited fds, its own process group) that has imported every parser and warmed them up once.
-For each document it forks a grandchild that applies the limits, parses, writes its JSON answer
-to a pipe the caller passed and exits: a fresh copy of the preloaded address space per
-document (no process is ever reused, so one tenant's document cannot see another's), at the
-price of a fork (fork + copy-on-write + exit of a ~50 MB image: ~10-25 ms of CPU per
-document on the 2-core dev box, measured around `extract_document`). The zygote tells us the grandchild's pid and, after reaping it, its exit
-status; we ask the zygote to kill it (it is the only one that reaps, so a recycled pid is
-never signalled). If the zygote dies it is replaced on the next call (a call that was in
-flight reports `parser_crashed`, retryable); if it cannot be started, calls fall back to a
-new interpreter per document (`_child.main`, the pre-fork-server path) and retry the fork
-server a minute later. Grandchildren run concurrently (one per call in flight).
-The fork servers exit when this process closes them (`aclose()`, or at exit) or dies.
+"""The caller's side of the sandbox: `extract_document` / `extract_document_sync` (re-exported by
+the package) send one document to a fork server's fresh grandchild, or, when no fork server can
+be had, to a new interpreter (`child.main`); they enforce the wall-time limit, kill what is
+cancelled, and turn how the child ended into an `ExtractedDocument` or an `ExtractionError`.
+This process's fork servers (one per set of `plugins`) are kept in `_servers`: started on first
+use, replaced when one dies, bypassed for a minute when one cannot start, stopped by `aclose()`
+or at exit. See the package's docstring for the limits and why there is a fork server.
 """
 
 from __future__ import annotations
@@ -47,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ingestion.documents import _zygote
+from ingestion.documents.sandbox import forkserver
 from ingestion.documents.errors import ExtractionError, SandboxFailure
 from ingestion.documents.model import ExtractedDocument
 
@@ -56,10 +33,10 @@ DEFAULT_MEMORY_LIMIT_MB = 512
 
 Source = bytes | bytearray | memoryview | str | os.PathLike[str]
 
-_log = logging.getLogger(__name__)
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+_log = logging.getLogger("ingestion.documents.sandbox")  # the package's name, as before the split
+_PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 # `-c` rather than `-m`: runpy alone is ~15% of a text document's start-up.
-_CHILD_MAIN = "import sys; from ingestion.documents._child import main; sys.exit(main())"
+_CHILD_MAIN = "import sys; from ingestion.documents.sandbox.child import main; sys.exit(main())"
 _MEMORY_HINTS = (b"MemoryError", b"Cannot allocate memory", b"std::bad_alloc", b"out of memory")
 _ZYGOTE_RETRY_AFTER_S = 60.0  # after a failed start, new interpreters per call until then
 _KILL_GRACE_S = 5.0  # how long the zygote has to confirm a kill before we kill the zygote
@@ -91,7 +68,7 @@ async def extract_document(
             break
         try:
             return await _forked_async(server, limits, stdin_data, nice)
-        except _zygote.Unusable as exc:
+        except forkserver.Unusable as exc:
             if not exc.lost:
                 break
             _servers.discard(server)
@@ -118,7 +95,7 @@ def extract_document_sync(
             break
         try:
             return _forked_sync(server, limits, stdin_data, nice)
-        except _zygote.Unusable as exc:
+        except forkserver.Unusable as exc:
             if not exc.lost:
                 break
             _servers.discard(server)
@@ -135,7 +112,7 @@ async def aclose() -> None:
 
 
 async def _forked_async(
-    server: _zygote.ForkServer, limits: dict[str, Any], stdin_data: bytes | None, nice: int
+    server: forkserver.ForkServer, limits: dict[str, Any], stdin_data: bytes | None, nice: int
 ) -> ExtractedDocument:
     job = server.launch(_fork_request(limits, nice), stdin_data)
     loop = asyncio.get_running_loop()
@@ -177,7 +154,7 @@ async def _forked_async(
 
 
 def _forked_sync(
-    server: _zygote.ForkServer, limits: dict[str, Any], stdin_data: bytes | None, nice: int
+    server: forkserver.ForkServer, limits: dict[str, Any], stdin_data: bytes | None, nice: int
 ) -> ExtractedDocument:
     job = server.launch(_fork_request(limits, nice), stdin_data)
     deadline = time.monotonic() + limits["time_limit_s"]
@@ -210,15 +187,15 @@ class _Registry:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.servers: dict[tuple[str, ...], _zygote.ForkServer] = {}
+        self.servers: dict[tuple[str, ...], forkserver.ForkServer] = {}
         self.failed_at: dict[tuple[str, ...], float] = {}
 
-    def running(self, plugins: tuple[str, ...]) -> _zygote.ForkServer | None:
+    def running(self, plugins: tuple[str, ...]) -> forkserver.ForkServer | None:
         """The ready server for `plugins`, if there is one (never blocks)."""
         server = self.servers.get(plugins)
         return server if server is not None and server.usable() else None
 
-    def get(self, plugins: tuple[str, ...], nice: int) -> _zygote.ForkServer | None:
+    def get(self, plugins: tuple[str, ...], nice: int) -> forkserver.ForkServer | None:
         """The server for `plugins`, started (blocking) if needed; None: use new interpreters."""
         with self.lock:
             server = self.servers.get(plugins)
@@ -231,8 +208,8 @@ class _Registry:
             if failed is not None and time.monotonic() - failed < _ZYGOTE_RETRY_AFTER_S:
                 return None
             try:
-                server = _zygote.ForkServer(plugins, nice, _child_env(), _PACKAGE_ROOT)
-            except (OSError, _zygote.Unusable) as exc:
+                server = forkserver.ForkServer(plugins, nice, _child_env(), _PACKAGE_ROOT)
+            except (OSError, forkserver.Unusable) as exc:
                 self.failed_at[plugins] = time.monotonic()
                 _log.warning("document sandbox: %s; starting an interpreter per document", exc)
                 return None
@@ -240,7 +217,7 @@ class _Registry:
             self.servers[plugins] = server
             return server
 
-    def discard(self, server: _zygote.ForkServer) -> None:
+    def discard(self, server: forkserver.ForkServer) -> None:
         with self.lock:
             if self.servers.get(server.plugins) is server:
                 del self.servers[server.plugins]
@@ -275,11 +252,11 @@ def _fork_request(limits: dict[str, Any], nice: int) -> dict[str, Any]:
     return request
 
 
-def _forked_outcome(job: _zygote.Job, timed_out: bool, limits: dict[str, Any]) -> ExtractedDocument:
+def _forked_outcome(job: forkserver.Job, timed_out: bool, limits: dict[str, Any]) -> ExtractedDocument:
     if job.pid is None:
         if timed_out:  # the zygote never answered: it was wedged (and has been killed)
             raise _failure(_stuck(), None, "")
-        raise _zygote.Unusable(job.error or "the fork server exited", lost=job.error is None)
+        raise forkserver.Unusable(job.error or "the fork server exited", lost=job.error is None)
     if job.status is None and not timed_out:
         why = "the document parser was lost (its fork server exited)"
         tail = job.stderr[-2000:].decode("utf-8", "replace")

@@ -1,0 +1,41 @@
+"""Helpers every benchmark needs: a free TCP port, the AMQP topology clean-up, and stopping a child process.
+
+The benches run as scripts (``.venv/bin/python bench/x.py``): each puts the repository root on ``sys.path``
+first, then imports ``bench._common`` like its other siblings.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from typing import TYPE_CHECKING
+
+from tests.support.processes import stop_process
+
+if TYPE_CHECKING:
+    from parley.bus import RabbitBroker
+
+__all__ = ["delete_topology", "free_port", "stop_process"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def delete_topology(broker: RabbitBroker, *, start: bool = False) -> None:
+    """Delete the bench's queues and exchanges (``broker``'s topology), then close ``broker``.
+
+    ``start``: connect first (a broker made just for the clean-up). A failure is printed, not raised, so the
+    clean-up never hides the bench's own outcome.
+    """
+    try:
+        if start:
+            await broker.start()
+        await broker.delete_topology()
+    except Exception as exc:  # noqa: BLE001 - clean-up: report it and go on
+        print(f"(could not delete the bench topology {broker.topology.prefix}: {exc})", file=sys.stderr, flush=True)
+    finally:
+        await broker.close()

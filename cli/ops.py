@@ -1,0 +1,171 @@
+"""`parley migrate`, `parley config`, `parley status`, `parley doctor`: running the platform."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import click
+from rich.table import Table
+
+from cli.app import Ctx, database, emit, err, main, out, run_async
+
+# --- migrate --------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--revision", default="heads", show_default=True, help="Alembic revision to upgrade to.")
+@click.pass_obj
+@run_async
+async def migrate(ctx: Ctx, revision: str) -> None:
+    """Apply database migrations (alembic upgrade) to the configured database."""
+    from cli import migrations
+
+    async with database(ctx.settings, migrated=False) as db:
+        before = await migrations.current_revision(db.engine)
+        await migrations.upgrade(db.engine, revision)
+        after = await migrations.current_revision(db.engine)
+    if ctx.as_json:
+        click.echo(json.dumps({"from": before, "to": after}))
+    elif before == after:
+        out.print(f"database is up to date (revision {after})")
+    else:
+        out.print(f"migrated {before or 'empty database'} -> {after}")
+
+
+# --- config ---------------------------------------------------------------------------------
+
+
+def settings_markdown() -> str:
+    from parley.settings import describe_settings
+
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for env, default, description in describe_settings():
+        lines.append(f"| `{env}` | {f'`{default}`' if default else ''} | {description.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+@main.command("config")
+@click.option("--markdown", is_flag=True, help="Print the table of settings as Markdown (as in the README).")
+@click.pass_obj
+def config_cmd(ctx: Ctx, markdown: bool) -> None:
+    """Show every setting: its environment variable, default and current value (secrets hidden)."""
+    if markdown:
+        click.echo(settings_markdown())
+        return
+    from parley.settings import describe_settings
+
+    current = ctx.settings.model_dump()
+    rows = []
+    for (env, default, description), (name, value) in zip(describe_settings(), current.items(), strict=True):
+        shown = "(set)" if "secret" in name or "key" in name else value
+        rows.append({"variable": env, "value": "" if value is None else str(shown), "meaning": description})
+    emit(ctx, rows, ["variable", "value", "meaning"], title="settings")
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.pass_obj
+@run_async
+async def status(ctx: Ctx) -> None:
+    """What the platform is doing now: each queue's ready messages, workers (consumers) and dead
+    letters (from RabbitMQ), its backlog and oldest unfinished message, the outbox backlog,
+    documents by status per tenant and jobs in progress. Exit code 1 when RabbitMQ cannot be asked."""
+    from cli.doctor import describe_broker
+    from knowledge.repository import documents_by_status, running_jobs
+    from parley import runtime
+    from parley.bus import stats as st
+    from tenants.repository import TenantDirectory
+
+    settings = ctx.settings
+    topology = runtime.topology(settings)
+    async with database(settings) as db, db.admin() as session:
+        backlog = await st.pending_backlog(session)
+        outbox = await st.outbox_backlog(session)
+        documents = await documents_by_status(session)
+        jobs = await running_jobs(session)
+        names = {t.id: t.name for t in await TenantDirectory(session).all()}
+    try:
+        stats, broker = await st.broker_queue_stats(settings.amqp_url, topology), "ok"
+    except (ConnectionError, OSError, asyncio.TimeoutError) as exc:  # the database figures are still worth showing
+        stats, broker = None, f"RabbitMQ not reachable at {describe_broker(settings)}: {exc or type(exc).__name__}"
+    except Exception as exc:  # noqa: BLE001 - likewise
+        stats, broker = None, f"could not read the queues from RabbitMQ at {describe_broker(settings)}: {exc!r}"
+    queues = st.queue_reports(topology, stats, backlog)
+    statuses = ("queued", "processing", "indexed", "failed", "deleted")
+    doc_rows = [{"tenant": names.get(tid, tid), **{s: counts.get(s, 0) for s in statuses}}
+                for tid, counts in sorted(documents.items(), key=lambda kv: names.get(kv[0], kv[0]))]
+    for job in jobs:
+        job["tenant"] = names.get(job["tenant_id"], job["tenant_id"])
+    if ctx.as_json:
+        click.echo(json.dumps({"broker": broker, "queues": [vars(q) for q in queues],
+                               "outbox": {"unpublished": outbox.count, "oldest_age_s": outbox.age_seconds()},
+                               "documents": doc_rows, "jobs": jobs}, indent=2, default=str))
+    else:
+        if broker != "ok":
+            err.print(f"[red]{broker}[/red]: queue depths and workers unknown", highlight=False)
+        elif stats is not None and all(v is None for v in stats.values()):
+            err.print("no queue is declared yet: no gateway or worker has started with this PARLEY_AMQP_PREFIX")
+        emit(ctx, [{"queue": q.queue, "ready": _or_dash(q.ready), "workers": _or_dash(q.consumers),
+                    "dead letters": _or_dash(q.dead_letters), "unfinished": q.backlog,
+                    "oldest unfinished": _age(q.oldest_age_s)} for q in queues],
+             ["queue", "ready", "workers", "dead letters", "unfinished", "oldest unfinished"],
+             title=f"queues ({describe_broker(settings)}{', prefix ' + repr(settings.amqp_prefix) if settings.amqp_prefix else ''})")
+        out.print(f"outbox: {outbox.count} unpublished" + (f", oldest {_age(outbox.age_seconds())} old" if outbox.count else ""))
+        emit(ctx, doc_rows, ["tenant", *statuses], title="documents")
+        emit(ctx, [{**j, "progress": f"{j['done'] + j['failed']}/{j['total']}"} for j in jobs],
+             ["tenant", "id", "kind", "progress", "failed", "started", "description"], title="jobs in progress")
+    if broker != "ok":
+        sys.exit(1)
+
+
+def _or_dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+# --- doctor ---------------------------------------------------------------------------------
+
+
+def print_checks(checks: list[Any], *, title: str) -> None:
+    colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+    table = Table(title=title, title_justify="left")
+    for column in ("check", "status", "detail"):
+        table.add_column(column)
+    for c in checks:
+        detail = c.detail + (f"\n[dim]fix:[/dim] {c.fix}" if c.fix and c.status != "ok" else "")
+        table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/{colour[c.status]}]", detail)
+    out.print(table)
+
+
+@main.command("doctor")
+@click.pass_obj
+@run_async
+async def doctor_cmd(ctx: Ctx) -> None:
+    """Check configuration and connectivity: database (reachable, migrated), RabbitMQ, the secret
+    key (present, decrypts a stored channel secret), embedding model, storage, vector index,
+    answerer, public URL, Slack / Instagram / Shopify. Exit code 1 if anything fails."""
+    from cli import doctor
+
+    checks = await doctor.doctor(ctx.settings)
+    if ctx.as_json:
+        click.echo(json.dumps([c.as_dict() for c in checks], indent=2))
+    else:
+        print_checks(checks, title="parley doctor")
+        fails, warns = (sum(c.status == s for c in checks) for s in ("fail", "warn"))
+        out.print(f"{fails} failed, {warns} warning(s)" if fails or warns else "all good")
+    if doctor.failed(checks):
+        sys.exit(1)

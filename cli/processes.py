@@ -1,0 +1,193 @@
+"""The platform's processes: `parley up`, `parley gateway`, `parley retrieval`, `parley worker …`,
+and `parley ask` (a question through the retrieval service)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import click
+from rich.panel import Panel
+from rich.table import Table
+
+from cli import compose
+from cli.app import Ctx, database, err, has_command, main, out, run_async
+from cli.ops import print_checks
+from parley.errors import ParleyError
+from parley.settings import Settings
+
+# --- workers ------------------------------------------------------------------------------
+
+
+@main.group()
+def worker() -> None:
+    """Background workers (indexing is throughput work: run them at low CPU priority)."""
+
+
+@worker.command("documents")
+@click.pass_obj
+def worker_documents(ctx: Ctx) -> None:
+    """Consume the documents queue: extract, chunk, embed and index uploaded files."""
+    run_async(compose.run_worker)(ctx.settings, "documents")
+
+
+@worker.command("catalog")
+@click.pass_obj
+def worker_catalog(ctx: Ctx) -> None:
+    """Consume the catalog queue: Shopify syncs and product webhooks, embedded and indexed."""
+    run_async(compose.run_worker)(ctx.settings, "catalog")
+
+
+# --- answering processes --------------------------------------------------------------------
+
+
+@main.command()
+@click.pass_obj
+def retrieval(ctx: Ctx) -> None:
+    """Run the retrieval service (POST /v1/query, /healthz, /readyz, /metrics) on
+    PARLEY_RETRIEVAL_HOST:PARLEY_RETRIEVAL_PORT until Ctrl-C or SIGTERM."""
+    run_async(compose.serve_retrieval)(ctx.settings)
+
+
+@main.command()
+@click.pass_obj
+def gateway(ctx: Ctx) -> None:
+    """Run the chat gateway (Slack, Instagram, Shopify, web chat at /, /healthz, /readyz, /metrics)
+    on PARLEY_GATEWAY_HOST:PARLEY_GATEWAY_PORT until Ctrl-C or SIGTERM.
+
+    Slack is mounted when PARLEY_SLACK_SIGNING_SECRET is set, Instagram when
+    PARLEY_INSTAGRAM_APP_SECRETS is set; the web chat and Shopify routes are always there.
+    """
+    run_async(compose.serve_gateway)(ctx.settings)
+
+
+@main.command()
+@click.argument("question")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.option("--local", is_flag=True, help="Answer in this process instead of asking the running retrieval service.")
+@click.pass_obj
+@run_async
+async def ask(ctx: Ctx, question: str, tenant_name: str, local: bool) -> None:
+    """Ask a tenant's agent a question and print the answer, its citations and stage timings.
+
+    Asks the retrieval service at PARLEY_RETRIEVAL_URL; when it is not running (or with --local)
+    the same service runs inside this command for one query.
+    """
+    from retrieval.schemas import QueryRequest
+
+    async with database(ctx.settings) as db:
+        tenant = await db.tenant(tenant_name)
+    request = QueryRequest(tenant_id=tenant.id, conversation_id="cli", message=question)
+    response = None
+    if not local:
+        from retrieval.client import HttpRetrievalClient
+
+        client = HttpRetrievalClient(ctx.settings.effective_retrieval_url, timeout=60.0)
+        try:
+            response = await client.query(request)
+        except ParleyError as exc:
+            import aiohttp
+
+            if not isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+                raise  # it answered, with an error: that is the answer
+            err.print(f"retrieval service not reachable at {ctx.settings.effective_retrieval_url}; answering in-process",
+                      highlight=False)
+        finally:
+            await client.aclose()
+    if response is None:
+        response = await compose.ask_in_process(ctx.settings, request)
+    if ctx.as_json:
+        click.echo(response.model_dump_json(indent=2))
+        return
+    out.print(response.answer, highlight=False)
+    for c in response.citations:
+        extra = f" {c.price} {c.currency or ''} {c.availability or ''} {c.url or ''}" if c.kind == "product" else ""
+        where = " > ".join(c.heading_path)
+        out.print(f"  [{c.n}] {c.title}{' > ' + where if where else ''}{extra}", highlight=False)
+    timings = ", ".join(f"{k} {v:.1f}" for k, v in response.timings.items())
+    out.print(f"[dim]tenant {tenant.name} | {'cache hit' if response.cached else 'cache miss'} | "
+              f"{response.answered_by} | ms: {timings}[/dim]", highlight=False)
+
+
+# --- up -------------------------------------------------------------------------------------
+
+SINGLE_PROCESS_WARNING = (
+    "[bold red]SINGLE-PROCESS MODE: for a quick look only.[/bold red]\n"
+    "Everything runs in this one process, which is the coupling the design forbids: indexing shares\n"
+    "the CPU (and the embedding model) with answering, so answers slow down while documents are\n"
+    "indexed; the broker is in memory, so messages in flight are lost on exit (re-queued from the\n"
+    "outbox at the next single-process start); and one crash stops everything.\n"
+    "For real use run `parley up` (with RabbitMQ) or `docker compose up`."
+)
+
+
+@main.command()
+@click.option("--no-migrate", is_flag=True, help="Do not apply migrations before starting.")
+@click.option("--single-process", is_flag=True,
+              help="Everything in this one process with an in-memory broker: no RabbitMQ needed, a quick look only.")
+@click.pass_obj
+def up(ctx: Ctx, no_migrate: bool, single_process: bool) -> None:
+    """Start the whole local stack as supervised processes (Ctrl-C stops everything cleanly).
+
+    Checks what is reachable and configured (database, RabbitMQ, vector index, answerer,
+    embedding model), applies migrations, then starts the gateway, the retrieval service and
+    the two workers (at the lowest CPU priority), restarting one that dies, and prints what
+    runs where. With --single-process all of it runs in this one process instead.
+    """
+    from cli import doctor, supervisor
+
+    settings = ctx.settings
+    if single_process:
+        err.print(Panel(SINGLE_PROCESS_WARNING, border_style="red"))
+    try:
+        checks = asyncio.run(doctor.preflight(settings, single_process=single_process, migrate=not no_migrate))
+        print_checks(checks, title="preflight")
+        if doctor.failed(checks):
+            err.print("[red]not starting:[/red] fix what failed above (`parley doctor` checks everything)", highlight=False)
+            sys.exit(1)
+        if not no_migrate:
+            _run_migrations(settings)
+    except KeyboardInterrupt:  # Ctrl-C before anything started
+        sys.exit(130)
+    notes = [f"web chat: [bold]{settings.effective_public_url}/chat[/bold]  "
+             "(it asks for an API key: `parley keys create --tenant NAME`)"]
+    if single_process:
+        sys.exit(run_async(_single_process)(settings, notes))
+    specs = [spec for spec in supervisor.platform_processes(settings) if has_command(spec.command)]
+    sys.exit(supervisor.run(specs, console=out, notes=notes))
+
+
+async def _single_process(settings: Settings, notes: list[str]) -> int:
+    def ready(rows: list[tuple[str, str, str, str]], requeued: int) -> None:
+        table = Table(title="Parley is running in ONE process (Ctrl-C stops it)", title_justify="left")
+        for column in ("process", "pid", "nice", "URL"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+        for note in notes:
+            out.print(note, highlight=False)
+        if requeued:
+            out.print(f"re-queued {requeued} message(s) the last single-process run left unfinished")
+
+    dropped = await compose.run_single_process(settings, on_ready=ready)
+    out.print("stopping…")
+    if dropped:
+        err.print(f"[yellow]{dropped} message(s) were still in memory; the next `parley up --single-process` "
+                  "re-queues them[/yellow]", highlight=False)
+    out.print("stopped.")
+    return 0
+
+
+def _run_migrations(settings: Settings) -> None:
+    from cli import migrations
+    from cli.doctor import describe_database
+
+    async def go() -> Any:
+        async with database(settings, migrated=False) as db:
+            await migrations.upgrade(db.engine)
+            return await migrations.current_revision(db.engine)
+
+    rev = asyncio.run(go())
+    out.print(f"database ready at revision {rev} ({describe_database(settings)})")

@@ -1,0 +1,80 @@
+"""Queries on the knowledge base. Tenant-scoped repositories (the scoping lives in
+:class:`parley.repository.TenantRepository`'s base statement) and two admin read-outs that read
+every tenant on purpose (``parley status``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from knowledge.models import Document, DocumentStatus, Job, JobItem, JobItemStatus, JobStatus
+from parley.repository import TenantRepository
+
+
+class DocumentRepository(TenantRepository[Document]):
+    model = Document
+    noun = "document"
+
+    async def by_sha(self, sha256: str) -> Document | None:
+        return (await self.session.execute(self.select().where(Document.sha256 == sha256))).scalar_one_or_none()
+
+    async def by_idempotency_key(self, key: str) -> Document | None:
+        return (await self.session.execute(self.select().where(Document.idempotency_key == key))).scalar_one_or_none()
+
+    async def current_version(self, source: str, filename: str, *, exclude_id: str | None = None) -> Document | None:
+        stmt = self.select().where(
+            Document.source == source,
+            Document.filename == filename,
+            Document.status.in_([DocumentStatus.indexed, DocumentStatus.queued, DocumentStatus.processing]),
+        )
+        if exclude_id:
+            stmt = stmt.where(Document.id != exclude_id)
+        return (await self.session.execute(stmt.order_by(Document.created_at.desc()).limit(1))).scalars().first()
+
+    async def list(self, *, status: DocumentStatus | None = None, limit: int = 100) -> list[Document]:
+        stmt = self.select().order_by(Document.created_at.desc()).limit(limit)
+        if status is not None:
+            stmt = stmt.where(Document.status == status)
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def counts_by_status(self) -> dict[str, int]:
+        stmt = self.select(Document.status, func.count()).group_by(Document.status)
+        return {status.value: n for status, n in (await self.session.execute(stmt)).all()}
+
+
+class JobRepository(TenantRepository[Job]):
+    model = Job
+    noun = "job"
+
+    async def list(self, *, limit: int = 50) -> list[Job]:
+        return list((await self.session.execute(self.select().order_by(Job.created_at.desc()).limit(limit))).scalars())
+
+    async def failed_items(self, job_id: str) -> list[JobItem]:
+        stmt = (
+            select(JobItem)
+            .where(JobItem.tenant_id == self.tenant_id, JobItem.job_id == job_id, JobItem.status == JobItemStatus.failed)
+            .order_by(JobItem.id)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+
+async def documents_by_status(session: AsyncSession) -> dict[str, dict[str, int]]:
+    """tenant id -> status -> count (an admin session: this reads every tenant on purpose)."""
+    rows = (await session.execute(
+        select(Document.tenant_id, Document.status, func.count()).group_by(Document.tenant_id, Document.status)
+    )).all()
+    out: dict[str, dict[str, int]] = {}
+    for tenant_id, status, count in rows:
+        out.setdefault(tenant_id, {})[getattr(status, "value", str(status))] = count
+    return out
+
+
+async def running_jobs(session: AsyncSession, limit: int = 50) -> list[dict[str, Any]]:
+    jobs = (await session.execute(
+        select(Job).where(Job.status == JobStatus.running).order_by(Job.created_at).limit(limit)
+    )).scalars()
+    return [{"id": j.id, "tenant_id": j.tenant_id, "kind": j.kind, "done": j.done, "failed": j.failed, "total": j.total,
+             "description": j.description, "started": j.created_at.isoformat(timespec="seconds") if j.created_at else None}
+            for j in jobs]
