@@ -13,7 +13,8 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from parley.db import Base, UTCDateTime
+from parley.db import Base, UTCDateTime, prepare_sqlite
+from parley.files import private_dir
 from cli.migrations import load_models
 from parley.settings import Settings
 
@@ -59,8 +60,9 @@ def run_migrations_offline() -> None:
 async def run_async_migrations() -> None:
     url = _url()
     if url.startswith("sqlite"):
-        Settings().data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, poolclass=pool.NullPool)
+        private_dir(Settings().data_dir)
+        prepare_sqlite(url)  # created 0600 (SQLite would make it 0644)
+    engine = create_async_engine(url, poolclass=pool.NullPool, hide_parameters=True)
     async with engine.connect() as connection:
         await connection.run_sync(do_run_migrations)
     await engine.dispose()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tests.support.processes import stop_process
 
@@ -39,3 +39,24 @@ async def delete_topology(broker: RabbitBroker, *, start: bool = False) -> None:
         print(f"(could not delete the bench topology {broker.topology.prefix}: {exc})", file=sys.stderr, flush=True)
     finally:
         await broker.close()
+
+
+async def wait_until_serving(http: Any, url: str, process: Any, log: Any, *, timeout: float = 60.0) -> None:
+    """Poll `url` with the aiohttp session `http` until it answers 200; exit with a pointer to the
+    process's log when it died or did not come up within `timeout` seconds."""
+    import asyncio
+    import time
+
+    import aiohttp
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            async with http.get(url) as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise SystemExit(f"{url} did not answer 200; see {log}")
+        await asyncio.sleep(0.2)

@@ -404,12 +404,12 @@ class WorkerGate:
 
 
 async def stream(base_url: str, tenant_id: str, asks: list[str], rate: float, seconds: float, phase: Phase,
-                 gate: WorkerGate | None = None) -> None:
+                 gate: WorkerGate | None = None, *, token: str | None = None) -> None:
     """Open loop: question i is sent at t0 + i/rate whatever happened to the earlier ones."""
     from retrieval.client import HttpRetrievalClient
     from retrieval.schemas import QueryRequest
 
-    client = HttpRetrievalClient(base_url, timeout=30)
+    client = HttpRetrievalClient(base_url, timeout=30, token=token)
     n = int(rate * seconds)
     t0 = time.perf_counter()
 
@@ -455,6 +455,7 @@ async def indexed(sessions: Any, tenant_id: str) -> tuple[int, int]:
 
 
 async def run_mode(mode: str, args: argparse.Namespace, template: Path, tenant_id: str, asks: list[str]) -> dict[str, Any]:
+    from parley.crypto import load_service_token
     from parley.db import create_engine, create_sessionmaker
     from parley.settings import Settings
 
@@ -464,6 +465,7 @@ async def run_mode(mode: str, args: argparse.Namespace, template: Path, tenant_i
     port = free_port()
     settings = Settings(data_dir=work, amqp_prefix=prefix, retrieval_port=port)
     env = base_env(data_dir=work, amqp_prefix=prefix, retrieval_port=port, log_level=args.log_level)
+    token = load_service_token(settings)  # <work>/service.token: the service reads the same file
     base_url = f"http://127.0.0.1:{port}"
     procs: dict[str, subprocess.Popen[bytes]] = {}
     engine = create_engine(settings, "bench")
@@ -482,7 +484,7 @@ async def run_mode(mode: str, args: argparse.Namespace, template: Path, tenant_i
         server = next(iter(procs.values()))
         ready = await wait_http_ready(f"{base_url}/readyz", server, work / f"{mode}.log")
         say(f"[{mode}] service ready in {ready:.1f}s; warming up with {len(warm)} questions")
-        await stream(base_url, tenant_id, warm, 20.0, len(warm) / 20.0, Phase("warm"))
+        await stream(base_url, tenant_id, warm, 20.0, len(warm) / 20.0, Phase("warm"), token=token)
 
         for name, asks_ in (("A", first), ("B", second)):
             phase = phases[name]
@@ -507,7 +509,7 @@ async def run_mode(mode: str, args: argparse.Namespace, template: Path, tenant_i
             sampler = asyncio.create_task(sample())
             try:
                 await stream(base_url, tenant_id, asks_, args.rate, args.phase_seconds, phase,
-                             gate if args.stop_workers_while_asking else None)
+                             gate if args.stop_workers_while_asking else None, token=token)
             finally:
                 sampler.cancel()
             end = await indexed(sessions, tenant_id)

@@ -122,6 +122,7 @@ async def build(args: argparse.Namespace, chunks: list[dict[str, Any]], vectors:
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     import aiohttp
 
+    from parley.crypto import load_service_token
     from retrieval.client import HttpRetrievalClient
     from retrieval.schemas import QueryRequest
 
@@ -177,7 +178,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         rng = np.random.default_rng(args.seed)
         rng.shuffle(claims)
         warm, measured = claims[:30], claims[30 : 30 + args.queries]
-        client = HttpRetrievalClient(base_url, timeout=30)
+        client = HttpRetrievalClient(base_url, timeout=30, token=load_service_token(Settings(data_dir=work)))
         for q in warm:
             await client.query(QueryRequest(tenant_id=tenant_id, message=q))
         miss_wall, hit_wall, stages = [], [], {s: [] for s in STAGES}

@@ -8,9 +8,9 @@
     connection; one for the notifications consumer and the outbox relay, which hold their
     transactions during vendor and broker calls) -> secret box, signer -> HTTP client session -> broker
     (connecting in the background: webhooks are acked and stored even while RabbitMQ is down;
-    the outbox keeps what they produce) + outbox relay -> retrieval client -> channels ->
+    the outbox keeps what they produce) + outbox relay -> retrieval client (with the service token) -> channels ->
     conversation service + answer dispatcher (`bot.answering`; it first recovers what a previous
-    process left unanswered) -> Slack's Bolt app -> notifications consumer (once the broker is up)
+    process left unanswered) + the limits (`bot.limits`) -> Slack's Bolt app -> notifications consumer (once the broker is up)
 
 The parser plugins (``settings.parser_plugin_paths``) are loaded when the app is created, into the
 gateway's own format registry (`parley.formats`): its upload doors then accept their formats, as
@@ -20,8 +20,9 @@ Anything passed in `GatewayDeps` is used as given and not closed by the app (its
 it). Other route sets mount through ``deps.route_installers``: each is called with the app at
 creation (e.g. the Shopify adapter's ``setup_shopify``) and reads ``app[GATEWAY]`` at request time.
 
-`serve(settings)` runs the app on ``gateway_host:gateway_port`` until SIGTERM or SIGINT, then stops
-accepting, lets in-flight requests and answers finish (bounded) and closes everything.
+`serve(settings)` runs the app on ``gateway_host:gateway_port`` (through `parley.http_server`: header
+and body timeouts, a connection cap) until SIGTERM or SIGINT, then stops accepting, lets in-flight
+requests and answers finish (bounded) and closes everything.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.channels.downloads import Downloader
 from bot.channels.instagram.channel import InstagramChannel
 from bot.channels.instagram.routes import setup_instagram_routes
 from bot.channels.routing import InstallationDirectory
@@ -61,14 +63,16 @@ from bot.conversation.service import AnswerPolicy, ConversationService
 from bot.conversation.repository import InboundWriter
 from bot.conversation.uploads import UploadIntake
 from bot.http import MAX_BODY, error_middleware
+from bot.limits import GatewayLimits
 from bot.metrics import GatewayMetrics
 from bot.signing import Signer, signing_key
 from parley import runtime
 from parley.blobs import BlobStore
 from parley.bus import Broker, OutboxRelay
-from parley.crypto import SecretBox, load_secret_box
+from parley.crypto import SecretBox, load_secret_box, load_service_token
 from parley.db import create_engine, create_sessionmaker
 from parley.formats import FormatRegistry, load_format_plugins
+from parley.http_server import HttpServer, ServerLimits
 from parley.settings import Settings
 from retrieval.client import HttpRetrievalClient, RetrievalClient
 
@@ -120,14 +124,15 @@ def create_app(settings: Settings, *, deps: GatewayDeps | None = None) -> web.Ap
     return app
 
 
-def _channels(config: GatewayConfig, *, http: aiohttp.ClientSession, directory: InstallationDirectory,
-              slack_client: AsyncWebClient) -> dict[str, Any]:
+def _channels(config: GatewayConfig, *, http: aiohttp.ClientSession, downloads: Downloader,
+              directory: InstallationDirectory, slack_client: AsyncWebClient) -> dict[str, Any]:
     channels: dict[str, Any] = {"web": WebChannel()}
     if config.slack_enabled:
-        channels["slack"] = SlackChannel(client=slack_client, directory=directory, http=http,
+        channels["slack"] = SlackChannel(client=slack_client, directory=directory, downloads=downloads,
                                          download_timeout=config.download_timeout)
     if config.instagram_enabled:
-        channels["instagram"] = InstagramChannel(http=http, directory=directory, graph_url=config.graph_api_url,
+        channels["instagram"] = InstagramChannel(http=http, downloads=downloads, directory=directory,
+                                                 graph_url=config.graph_api_url,
                                                  version=config.graph_api_version, download_timeout=config.download_timeout)
     return channels
 
@@ -194,19 +199,26 @@ async def _resources(settings: Settings, config: GatewayConfig, deps: GatewayDep
         directory = InstallationDirectory(sessions, box)
         blobs = BlobStore(settings.effective_blob_dir)
         slack_client = deps.slack_client or AsyncWebClient(base_url=config.slack_api_url, session=http, timeout=30)
-        channels = _channels(config, http=http, directory=directory, slack_client=slack_client)
+        # File downloads get a client of their own: links checked, private addresses refused (bot.channels.downloads)
+        downloads = Downloader(trusted_urls=(str(slack_client.base_url), config.graph_api_url))
+        closers.append(downloads.close)
+        channels = _channels(config, http=http, downloads=downloads, directory=directory, slack_client=slack_client)
         intake = UploadIntake(sessions, blobs, default_max_bytes=config.max_upload_bytes, formats=formats)
         retrieval = deps.retrieval
         if retrieval is None:
-            retrieval = HttpRetrievalClient(settings.effective_retrieval_url, timeout=config.retrieval_timeout)
+            retrieval = HttpRetrievalClient(settings.effective_retrieval_url, timeout=config.retrieval_timeout,
+                                            token=load_service_token(settings))  # the retrieval service's credential
             closers.append(retrieval.aclose)
         service = ConversationService(sessions=sessions, retrieval=retrieval, channels=channels, intake=intake,
                                       policy=deps.answer_policy or _policy(config), metrics=metrics)
         dispatcher = AnswerDispatcher(service, per_tenant=config.answer_concurrency_per_tenant,
-                                      total=config.answer_concurrency_total, sweep_interval=config.recovery_sweep_seconds)
+                                      total=config.answer_concurrency_total, sweep_interval=config.recovery_sweep_seconds,
+                                      max_backlog=config.answer_backlog_per_tenant, max_total=config.answer_backlog_total)
+        metrics.backlog.set_function(lambda: dispatcher.queued)
         gw = Gateway(settings=settings, config=config, sessions=sessions, box=box, signer=signer, metrics=metrics,
                      directory=directory, blobs=blobs, intake=intake, writer=InboundWriter(ack_sessions or sessions),
-                     answers=AnswerLoop(service, dispatcher), http=http, channels=channels, broker=broker, clock=deps.clock)
+                     answers=AnswerLoop(service, dispatcher), limits=GatewayLimits(config, clock=deps.clock, metrics=metrics),
+                     http=http, channels=channels, broker=broker, clock=deps.clock)
         gw.checks["database"] = partial(_database_check, sessions)
         gw.checks["broker"] = partial(_broker_check, gw)
         app[GATEWAY] = gw
@@ -336,15 +348,15 @@ async def serve(settings: Settings, *, deps: GatewayDeps | None = None) -> None:
 
     configure_logging(process_name="gateway", level=settings.log_level, json_lines=settings.log_json)
     app = create_app(settings, deps=deps)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10.0)
-    await runner.setup()
+    # header and body timeouts, the connection cap (parley.http_server); its figures in our /metrics
+    server = HttpServer(app, ServerLimits.from_settings(settings), registry=app[METRICS].registry)
+    await server.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)
-        await site.start()
+        await server.listen(settings.gateway_host, settings.gateway_port)
         # Everything built at start-up lives as long as the process: keep it out of the garbage
         # collector's full passes, whose pauses would otherwise land on webhook acks.
         gc.collect()
@@ -356,4 +368,4 @@ async def serve(settings: Settings, *, deps: GatewayDeps | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
-        await runner.cleanup()
+        await server.cleanup()

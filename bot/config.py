@@ -16,6 +16,11 @@ Why these defaults:
   surprise the customer more than they help (and Slack has stopped retrying by then).
 * Webhook bodies are capped at 1 MB (Slack and Meta events are a few KB); uploads stream and are
   capped by the tenant's limit or ``max_upload_bytes``.
+* Questions: a sender may ask 10 at once and then one every 5 s (a person typing fast is well
+  inside that; a script is not); a tenant 100 at once, then 10 a second (more than 4 answers at
+  once per tenant get through anyway); at most 200 of a tenant's questions (2,000 in all) wait
+  for an answer in one gateway, so memory stays bounded whatever arrives.
+* Sign-in: 10 wrong keys in a minute from one address lock it out for 5 minutes.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from typing import Any
 
 from parley.settings import Settings
 
-SLACK_SCOPES = ("chat:write", "im:history", "im:read", "files:read")
+#: users:read: users.info says whether a sender is a workspace admin (who may add documents).
+SLACK_SCOPES = ("chat:write", "im:history", "im:read", "files:read", "users:read")
 
 # Settings fields with a non-empty default: an explicit environment passed to `from_settings` may still override them.
 _DEFAULTED = frozenset({"slack_api_url", "graph_api_url", "gateway_answer_concurrency", "gateway_recovery_minutes"})
@@ -45,7 +51,8 @@ class GatewayConfig:
     slack_scopes: tuple[str, ...] = SLACK_SCOPES
     slack_api_url: str = "https://slack.com/api/"
     slack_authorize_url: str = "https://slack.com/oauth/v2/authorize"
-    slack_install_link_ttl: float = 7 * 24 * 3600.0
+    #: An install link is single use and lives a day (it was reusable for a week).
+    slack_install_link_ttl: float = 24 * 3600.0
     slack_state_ttl: float = 600.0
     # --- Instagram (Meta) ----------------------------------------------------------------
     #: Every secret that may sign Meta's webhooks (Instagram app secret and/or Meta app secret).
@@ -68,6 +75,20 @@ class GatewayConfig:
     notify_max_attempts: int = 5
     #: On shutdown, answers in progress get this long before they are cancelled (and given back).
     shutdown_grace: float = 10.0
+    # --- limits (bot/limits.py; the PARLEY_GATEWAY_* settings say why) ------------------
+    sender_questions_per_minute: float = 12.0
+    sender_question_burst: int = 10
+    tenant_questions_per_minute: float = 600.0
+    tenant_question_burst: int = 100
+    answer_backlog_per_tenant: int = 200
+    answer_backlog_total: int = 2000
+    auth_max_failures: int = 10
+    auth_failure_window: float = 60.0
+    auth_lockout: float = 300.0
+    #: Reverse proxies whose X-Forwarded-For is believed (addresses or CIDR networks).
+    trusted_proxies: tuple[str, ...] = ()
+    #: Senders, tenants and addresses the limiters remember at most (least recently seen forgotten first).
+    limiter_max_keys: int = 100_000
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -117,4 +138,14 @@ class GatewayConfig:
             answer_concurrency_per_tenant=int(read("gateway_answer_concurrency", cls.answer_concurrency_per_tenant)),
             recovery_minutes=float(read("gateway_recovery_minutes", cls.recovery_minutes)),
             notify_max_attempts=settings.max_attempts,
+            sender_questions_per_minute=settings.gateway_sender_questions_per_minute,
+            sender_question_burst=settings.gateway_sender_question_burst,
+            tenant_questions_per_minute=settings.gateway_tenant_questions_per_minute,
+            tenant_question_burst=settings.gateway_tenant_question_burst,
+            answer_backlog_per_tenant=settings.gateway_answer_backlog,
+            answer_backlog_total=settings.gateway_answer_backlog_total,
+            auth_max_failures=settings.gateway_auth_max_failures,
+            auth_failure_window=settings.gateway_auth_failure_window_seconds,
+            auth_lockout=settings.gateway_auth_lockout_seconds,
+            trusted_proxies=tuple(p.strip() for p in settings.gateway_trusted_proxies.split(",") if p.strip()),
         )

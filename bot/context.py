@@ -22,6 +22,7 @@ from bot.answering import AnswerLoop
 from bot.conversation.repository import InboundWriter
 from bot.conversation.schemas import Channel
 from bot.conversation.uploads import UploadIntake
+from bot.limits import GatewayLimits
 from bot.metrics import GatewayMetrics
 from bot.signing import Signer
 from parley.blobs import BlobStore
@@ -44,6 +45,8 @@ class Gateway:
     writer: InboundWriter
     #: Answering: `submit` from a webhook, `run` from the web chat (see `bot.answering`).
     answers: AnswerLoop
+    #: Questions per sender and tenant, the answer backlog, failed sign-ins (see `bot.limits`).
+    limits: GatewayLimits
     http: aiohttp.ClientSession
     channels: dict[str, Channel] = field(default_factory=dict)
     broker: Any = None

@@ -30,6 +30,20 @@ class GatewayMetrics:
                                registry=r)
         self.in_flight = Gauge("parley_gateway_answers_in_flight", "Messages being answered now.", registry=r)
         self.recovered = Counter("parley_gateway_recovered", "Messages taken over by the recovery sweep.", registry=r)
+        # --- limits (bot/limits.py) ---------------------------------------------------------
+        self.limited = Counter("parley_gateway_questions_limited", "Questions refused by a rate limit, by channel and "
+                               "whose bucket was empty (sender, tenant).", ["channel", "scope"], registry=r)
+        self.shed = Counter("parley_gateway_answers_shed", "Questions refused because the tenant's answer backlog was full.",
+                            ["channel"], registry=r)
+        self.limit_notices = Counter("parley_gateway_limit_notices", "'Slow down' notices, by channel and outcome "
+                                     "(sent, failed, dropped).", ["channel", "outcome"], registry=r)
+        self.backlog = Gauge("parley_gateway_answer_backlog", "Messages waiting for or being answered.", registry=r)
+        self.auth_failures = Counter("parley_gateway_auth_failures", "Wrong API keys, by door (api, admin_login).", ["door"],
+                                     registry=r)
+        self.auth_throttled = Counter("parley_gateway_auth_throttled", "Sign-in attempts refused unchecked because their "
+                                      "address was locked out, by door.", ["door"], registry=r)
+        self.auth_lockouts = Counter("parley_gateway_auth_lockouts", "Addresses locked out after too many wrong API keys.",
+                                     registry=r)
 
     def ack(self, channel: str, outcome: str, seconds: float) -> None:
         self.acks.labels(channel, outcome).inc()

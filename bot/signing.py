@@ -4,6 +4,10 @@
 padding. The key is derived from the platform's secret key (``PARLEY_SECRET_KEY`` or the generated
 ``<data_dir>/secret.key``) with a domain label, so it is never the Fernet key itself. Each token
 names its purpose, so an install link can never be replayed as an OAuth state or vice versa.
+
+Every check here is total: whatever text a stranger puts in a header, cookie or query (non-ASCII,
+aiohttp's stand-ins for invalid UTF-8, empty, huge) it answers "no" (`Forbidden`, ``False``) and
+never raises anything else, so a hostile request is a 4xx and one log line, not a traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +24,23 @@ from typing import Any
 from parley.crypto import load_secret_box
 from parley.errors import Forbidden
 from parley.settings import Settings
+
+#: Longer than any token we sign; anything longer is refused before any work is done on it.
+MAX_TOKEN_CHARS = 4096
+
+
+def text_bytes(value: str | bytes) -> bytes:
+    """The bytes of any text a request carried, never raising: a lone surrogate (what aiohttp makes
+    of an invalid UTF-8 byte in a header) is kept as-is instead of failing ``str.encode``."""
+    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogatepass")
+
+
+def digests_equal(expected: str | bytes, given: str | bytes | None) -> bool:
+    """Constant-time equality of a computed MAC and a received one, total on any str or bytes
+    (``hmac.compare_digest`` raises TypeError on non-ASCII str)."""
+    if given is None:
+        return False
+    return hmac.compare_digest(text_bytes(expected), text_bytes(given))
 
 
 def signing_key(settings: Settings) -> bytes:
@@ -57,15 +78,17 @@ class Signer:
 
     def verify(self, purpose: str, token: str | None) -> dict[str, Any]:
         """The signed data, or `Forbidden` for a missing, forged, malformed or expired token."""
-        if not token or token.count(".") != 1:
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS or not token.isascii() \
+                or token.count(".") != 1:
             raise Forbidden("missing or malformed signed token")
         payload, mac = token.split(".")
-        if not hmac.compare_digest(mac, self._mac(purpose, payload)):
+        if not digests_equal(self._mac(purpose, payload), mac):
             raise Forbidden("invalid signature")
         try:
             data = json.loads(_unb64(payload))
-        except ValueError as exc:
+            expires = int(data.get("exp", 0)) if isinstance(data, dict) else 0
+        except (ValueError, TypeError) as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
             raise Forbidden("malformed signed token") from exc
-        if not isinstance(data, dict) or int(data.get("exp", 0)) < self._clock():
+        if expires < self._clock():
             raise Forbidden("this link has expired; ask for a new one")
         return data

@@ -98,6 +98,8 @@ async def run_single_process(settings: Settings, *, on_ready: Callable[[list[tup
     from aiohttp import web
 
     from bot.app import create_app as create_gateway
+    from bot.context import METRICS as GATEWAY_METRICS
+    from parley.http_server import HttpServer, ServerLimits
     from parley import runtime
     from parley.bus import InMemoryBroker, consuming
     from parley.bus.outbox import requeue_unfinished
@@ -124,7 +126,7 @@ async def run_single_process(settings: Settings, *, on_ready: Callable[[list[tup
     workers = WorkerContext(settings=settings, sessions=sessions, broker=broker, embedder=embedder, index=index)
     retrieval_runner = web.AppRunner(
         create_retrieval(settings, deps=RetrievalDeps(sessions=sessions, embedder=embedder, index=index)), handle_signals=False)
-    gateway_runner: web.AppRunner | None = None
+    gateway_server: HttpServer | None = None
     dropped = 0
     try:
         await retrieval_runner.setup()  # opens the service's resources without listening
@@ -133,17 +135,18 @@ async def run_single_process(settings: Settings, *, on_ready: Callable[[list[tup
         gateway = create_gateway(settings, deps=gateway_deps(
             settings, sessions=sessions, box=load_secret_box(settings), broker=broker,
             retrieval=InProcessRetrievalClient(retrieval_runner.app[SERVICE])))
-        gateway_runner = web.AppRunner(gateway, access_log=None, handle_signals=False, shutdown_timeout=10.0)
-        await gateway_runner.setup()
-        await web.TCPSite(gateway_runner, settings.gateway_host, settings.gateway_port).start()
+        # the same header and body timeouts and connection cap as a gateway process of its own
+        gateway_server = HttpServer(gateway, ServerLimits.from_settings(settings), registry=gateway[GATEWAY_METRICS].registry)
+        await gateway_server.setup()
+        await gateway_server.listen(settings.gateway_host, settings.gateway_port)
         consumers = [build(workers) for _, build in worker_factories().values()]
         async with consuming(*consumers, shutdown_timeout=10.0):
             on_ready([("gateway + retrieval + workers", str(os.getpid()), str(os.nice(0)),
                        f"http://{settings.gateway_host}:{settings.gateway_port}")], requeued)
             await stop.wait()
     finally:
-        if gateway_runner is not None:
-            await gateway_runner.cleanup()
+        if gateway_server is not None:
+            await gateway_server.cleanup()
         await retrieval_runner.cleanup()
         dropped = broker.pending()
         await workers.aclose()

@@ -186,6 +186,47 @@ async def check_secret_key(settings: Settings, sessions: async_sessionmaker[Asyn
     return Check("secret key", status, f"{source}: " + "; ".join(notes), fix)
 
 
+#: Shorter than this, a service token set by hand is worth a warning (the generated ones have 43 characters).
+MIN_SERVICE_TOKEN = 24
+
+
+def check_service_token(settings: Settings) -> Check:
+    """The credential the gateway presents to the retrieval service: set, or in a readable, private file."""
+    from parley.crypto import SERVICE_TOKEN_FILE
+
+    name = "service token"
+    if settings.service_token is not None:
+        length = len(settings.service_token.get_secret_value().strip())
+        if not length:
+            return Check(name, "fail", "PARLEY_SERVICE_TOKEN is set but empty", "set it to a long random string "
+                         "(python -c 'import secrets; print(secrets.token_urlsafe(32))') or unset it")
+        if length < MIN_SERVICE_TOKEN:
+            return Check(name, "warn", f"PARLEY_SERVICE_TOKEN has only {length} characters",
+                         "use a long random one: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        return Check(name, "ok", "PARLEY_SERVICE_TOKEN (the gateway and the retrieval service must share it)")
+    path = Path(settings.data_dir) / SERVICE_TOKEN_FILE
+    if not path.exists():
+        return Check(name, "ok", f"none yet: generated into {path} at first start (shared by `parley up`'s processes)")
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        return Check(name, "fail", f"{path} is not readable: {getattr(exc, 'strerror', None) or exc}",
+                     f"fix its owner and mode (chmod 600 {path}), or delete it to have a new one generated")
+    if not token:
+        return Check(name, "fail", f"{path} is empty", "delete it (a new one is generated at start) or set PARLEY_SERVICE_TOKEN")
+    notes = [str(path)]
+    status: Status = "ok"
+    fix = ""
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        status, fix = "warn", f"chmod 600 {path}"
+        notes.append("readable by other users")
+    if not settings.is_sqlite:
+        status = "warn"
+        fix = fix or "set PARLEY_SERVICE_TOKEN to the same value for the gateway and the retrieval service on every machine"
+        notes.append("a per-machine file with a shared database")
+    return Check(name, status, "; ".join(notes), fix)
+
+
 async def _stored_secret(sessions: async_sessionmaker[AsyncSession] | None) -> str | None:
     """One stored, encrypted channel secret (None when there is none or it cannot be read)."""
     if sessions is None:
@@ -345,7 +386,10 @@ async def preflight(settings: Settings, *, single_process: bool = False, migrate
               if single_process else check_broker(settings))
     database, rabbit, index, answerer = await asyncio.gather(
         check_database(settings, need_head=not migrate), broker, check_vector_index(settings), check_answerer(settings))
-    return [database, rabbit, index, answerer, check_embedding_model(settings), check_data_dir(settings)]
+    checks = [database, rabbit, index, answerer, check_embedding_model(settings), check_data_dir(settings)]
+    if not single_process:  # one process asks its retrieval service in-process: no credential between them
+        checks.append(check_service_token(settings))
+    return checks
 
 
 async def doctor(settings: Settings) -> list[Check]:
@@ -364,8 +408,8 @@ async def doctor(settings: Settings) -> list[Check]:
             await engine.dispose()
     else:
         secret = await check_secret_key(settings, None)
-    return [check_data_dir(settings), database, rabbit, secret, check_embedding_model(settings), index, answerer,
-            check_public_url(settings), *check_channels(settings)]
+    return [check_data_dir(settings), database, rabbit, secret, check_service_token(settings), check_embedding_model(settings),
+            index, answerer, check_public_url(settings), *check_channels(settings)]
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -14,6 +14,19 @@ from cli.app import Ctx, database, emit, err, main, out, publish_outbox, rabbit,
 from parley.errors import ParleyError
 
 
+def cli_actor() -> Any:
+    """The operator running this command, as the audit log records them (an operator may replace)."""
+    import getpass
+
+    from knowledge.audit import Actor
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name (a container without a passwd entry)
+        user = ""
+    return Actor("cli", user, may_replace=True)
+
+
 def _collect(paths: tuple[str, ...]) -> list[Path]:
     files: list[Path] = []
     for raw in paths:
@@ -69,7 +82,7 @@ async def ingest(ctx: Ctx, paths: tuple[str, ...], tenant_name: str, wait: bool,
             job_id = job.id
             for path, blob in stored:
                 await submit_upload(session, tenant_id=tenant.id, source="cli", filename=path.name, declared_mime=None,
-                                    blob=blob, job_id=job_id, idempotency_key=None)
+                                    blob=blob, job_id=job_id, idempotency_key=None, actor=cli_actor())
         await publish_outbox(db, broker)
         if not ctx.as_json:
             out.print(f"queued {len(stored)} files for tenant [bold]{tenant.name}[/bold] as job {job_id}")
@@ -142,11 +155,51 @@ async def documents_delete(ctx: Ctx, document_id: str, tenant_name: str) -> None
         index = create_vector_index(ctx.settings, role="writer", sessions=db.sessions)
         try:
             async with db.scoped(tenant.id) as session:
-                document = await delete_document(session, index, tenant_id=tenant.id, document_id=document_id)
+                document = await delete_document(session, index, tenant_id=tenant.id, document_id=document_id,
+                                                 actor=cli_actor())
                 name = document.filename
         finally:
             await index.aclose()
     out.print(f"deleted {name} ({document_id})")
+
+
+@documents.command("history")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.option("--document", "document_id", default=None, help="Only the events about this document.")
+@click.option("--limit", default=100, show_default=True)
+@click.pass_obj
+@run_async
+async def documents_history(ctx: Ctx, tenant_name: str, document_id: str | None, limit: int) -> None:
+    """The knowledge base's audit log, newest first: uploads, replacements, deletions, restores, refusals."""
+    from knowledge.audit import KnowledgeEventRepository, event_json
+
+    async with database(ctx.settings) as db:
+        tenant = await db.tenant(tenant_name)
+        async with db.scoped(tenant.id) as session:
+            rows = [event_json(e) for e in await KnowledgeEventRepository(session, tenant.id).list(
+                limit=limit, document_id=document_id)]
+    for row in rows:
+        row["who"] = f"{row['actor']['channel']}:{row['actor']['id']}" if row["actor"]["id"] else row["actor"]["channel"]
+    emit(ctx, rows, ["at", "action", "filename", "document_id", "who", "replaced_document_id", "detail"],
+         title="knowledge history")
+
+
+@documents.command("restore")
+@click.argument("document_id")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.pass_obj
+@run_async
+async def documents_restore(ctx: Ctx, document_id: str, tenant_name: str) -> None:
+    """Bring back a replaced or deleted document: it is indexed again and takes the current version's place."""
+    from knowledge.service import restore_document
+
+    async with database(ctx.settings) as db, rabbit(ctx.settings, "cli-restore") as broker:
+        tenant = await db.tenant(tenant_name)
+        async with db.scoped(tenant.id) as session:
+            document = await restore_document(session, tenant_id=tenant.id, document_id=document_id, actor=cli_actor())
+            name, replaces = document.filename, document.replaces_id
+        await publish_outbox(db, broker)
+    out.print(f"restored {name} ({document_id}): queued for indexing" + (f", in place of {replaces}" if replaces else ""))
 
 
 @main.command()

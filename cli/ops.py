@@ -51,17 +51,15 @@ def settings_markdown() -> str:
 @click.option("--markdown", is_flag=True, help="Print the table of settings as Markdown (as in the README).")
 @click.pass_obj
 def config_cmd(ctx: Ctx, markdown: bool) -> None:
-    """Show every setting: its environment variable, default and current value (secrets hidden)."""
+    """Show every setting: its environment variable and current value (credentials shown as "(set)",
+    passwords in URLs as ***)."""
     if markdown:
         click.echo(settings_markdown())
         return
-    from parley.settings import describe_settings
+    from parley.settings import current_settings
 
-    current = ctx.settings.model_dump()
-    rows = []
-    for (env, default, description), (name, value) in zip(describe_settings(), current.items(), strict=True):
-        shown = "(set)" if "secret" in name or "key" in name else value
-        rows.append({"variable": env, "value": "" if value is None else str(shown), "meaning": description})
+    rows = [{"variable": env, "value": value, "meaning": description}
+            for env, value, description in current_settings(ctx.settings)]
     emit(ctx, rows, ["variable", "value", "meaning"], title="settings")
 
 
@@ -156,8 +154,9 @@ def print_checks(checks: list[Any], *, title: str) -> None:
 @run_async
 async def doctor_cmd(ctx: Ctx) -> None:
     """Check configuration and connectivity: database (reachable, migrated), RabbitMQ, the secret
-    key (present, decrypts a stored channel secret), embedding model, storage, vector index,
-    answerer, public URL, Slack / Instagram / Shopify. Exit code 1 if anything fails."""
+    key (present, decrypts a stored channel secret), the service token (set, or its file readable
+    and private), embedding model, storage, vector index, answerer, public URL, Slack / Instagram /
+    Shopify. Exit code 1 if anything fails."""
     from cli import doctor
 
     checks = await doctor.doctor(ctx.settings)

@@ -81,9 +81,11 @@ async def ask(ctx: Ctx, question: str, tenant_name: str, local: bool) -> None:
     request = QueryRequest(tenant_id=tenant.id, conversation_id="cli", message=question)
     response = None
     if not local:
+        from parley.crypto import load_service_token
         from retrieval.client import HttpRetrievalClient
 
-        client = HttpRetrievalClient(ctx.settings.effective_retrieval_url, timeout=60.0)
+        client = HttpRetrievalClient(ctx.settings.effective_retrieval_url, timeout=60.0,
+                                     token=load_service_token(ctx.settings))
         try:
             response = await client.query(request)
         except ParleyError as exc:

@@ -46,11 +46,13 @@ async def shopify_connect(ctx: Ctx, tenant_name: str, shop: str, token: str, web
 @shopify.command("link")
 @click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
 @click.option("--shop", default=None, help="Pre-fill the store's domain.")
-@click.option("--ttl", default=7 * 24 * 3600.0, show_default=True, help="Seconds the link stays valid.")
+@click.option("--ttl", default=24 * 3600.0, show_default=True, type=click.FloatRange(min=60, max=7 * 24 * 3600),
+              help="Seconds the link stays valid (at most a week).")
 @click.pass_obj
 @run_async
 async def shopify_link(ctx: Ctx, tenant_name: str, shop: str | None, ttl: float) -> None:
-    """Print a signed install link to send a store owner (OAuth install of the public app)."""
+    """Print a signed install link to send a store owner (OAuth install of the public app). The link
+    is single use: Shopify's redirect back to Parley spends it, so make one per store."""
     from bot.channels.shopify import install_link
 
     async with database(ctx.settings) as db:

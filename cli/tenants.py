@@ -90,6 +90,115 @@ async def tenants_show(ctx: Ctx, name_or_id: str) -> None:
     emit(ctx, keys, ["id", "name", "prefix", "revoked"], title="API keys")
 
 
+# --- uploaders ------------------------------------------------------------------------------
+
+UPLOAD_CHANNELS = click.Choice(["slack", "instagram", "web"])
+
+
+def operator() -> str:
+    """Who runs this CLI (recorded with what they change)."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no login name (a container without a passwd entry)
+        return "cli"
+
+
+@tenants.group("uploaders")
+def tenants_uploaders() -> None:
+    """Who may add documents to a tenant's knowledge, channel by channel.
+
+    \b
+    Modes: admins (the default: on Slack the installing user and the workspace's admins and owners,
+    on Instagram the account's configured uploaders, on the web anyone with an admin API key; plus
+    the listed uploaders), listed (only the listed uploaders), anyone, nobody.
+    Replacing a document someone else uploaded needs admin rights or a listing with --may-replace.
+    """
+
+
+async def _show_uploaders(ctx: Ctx, db: Any, tenant: Any) -> None:
+    from tenants import uploaders
+
+    async with db.scoped(tenant.id) as session:
+        channels = await uploaders.describe(session, tenant_id=tenant.id)
+    if ctx.as_json:
+        click.echo(json.dumps(channels, default=str, indent=2))
+        return
+    for c in channels:
+        out.print(f"[bold]{c['channel']}[/bold]: {c['mode']} — {c['meaning']}")
+        for u in c["uploaders"]:
+            rights = "may replace" if u["may_replace"] else "may add"
+            out.print(f"  {u['user_id']}  ({rights}{', ' + u['note'] if u['note'] else ''})")
+
+
+@tenants_uploaders.command("show")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.pass_obj
+@run_async
+async def uploaders_show(ctx: Ctx, tenant_name: str) -> None:
+    """Show each channel's upload mode and its listed uploaders."""
+    async with database(ctx.settings) as db:
+        tenant = await db.tenant(tenant_name)
+        await _show_uploaders(ctx, db, tenant)
+
+
+@tenants_uploaders.command("mode")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.argument("channel", type=UPLOAD_CHANNELS)
+@click.argument("mode", type=click.Choice(["admins", "listed", "anyone", "nobody"]))
+@click.pass_obj
+@run_async
+async def uploaders_mode(ctx: Ctx, tenant_name: str, channel: str, mode: str) -> None:
+    """Set who may add documents through CHANNEL (admins, listed, anyone, nobody)."""
+    from tenants import uploaders
+
+    async with database(ctx.settings) as db:
+        tenant = await db.tenant(tenant_name)
+        async with db.scoped(tenant.id) as session:
+            await uploaders.set_mode(session, tenant_id=tenant.id, channel=channel, mode=mode)
+        await _show_uploaders(ctx, db, tenant)
+
+
+@tenants_uploaders.command("add")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.argument("channel", type=UPLOAD_CHANNELS)
+@click.argument("user_id")
+@click.option("--may-replace", is_flag=True, help="May also replace documents other people uploaded.")
+@click.option("--note", default="", help="Who this is, for the next person reading the list.")
+@click.pass_obj
+@run_async
+async def uploaders_add(ctx: Ctx, tenant_name: str, channel: str, user_id: str, may_replace: bool, note: str) -> None:
+    """Allow USER_ID (a Slack user id, an Instagram-scoped id, api_key:ID) to add documents through CHANNEL."""
+    from tenants import uploaders
+
+    async with database(ctx.settings) as db:
+        tenant = await db.tenant(tenant_name)
+        async with db.scoped(tenant.id) as session:
+            await uploaders.allow(session, tenant_id=tenant.id, channel=channel, user_id=user_id, may_replace=may_replace,
+                                  note=note, added_by=operator())
+        await _show_uploaders(ctx, db, tenant)
+
+
+@tenants_uploaders.command("remove")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.argument("channel", type=UPLOAD_CHANNELS)
+@click.argument("user_id")
+@click.pass_obj
+@run_async
+async def uploaders_remove(ctx: Ctx, tenant_name: str, channel: str, user_id: str) -> None:
+    """Take USER_ID off CHANNEL's uploaders."""
+    from tenants import uploaders
+
+    async with database(ctx.settings) as db:
+        tenant = await db.tenant(tenant_name)
+        async with db.scoped(tenant.id) as session:
+            removed = await uploaders.disallow(session, tenant_id=tenant.id, channel=channel, user_id=user_id)
+        if not removed:
+            err.print(f"[yellow]{user_id} was not listed for {channel}[/yellow]")
+        await _show_uploaders(ctx, db, tenant)
+
+
 # --- API keys -------------------------------------------------------------------------------
 
 

@@ -69,6 +69,9 @@ class Document(TenantOwned, TimestampMixin, Base):
     notify: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # A document uploaded again under the same name with new content replaces this one.
     replaces_id: Mapped[str | None] = mapped_column(String(32))
+    #: Who sent it: ``{"channel", "id", "may_replace"}`` (`knowledge.audit.Actor`); a new version
+    #: from someone else is refused unless they may replace (None: before uploaders were recorded).
+    uploader: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     correlation_id: Mapped[str | None] = mapped_column(String(64))
     indexed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
@@ -164,3 +167,32 @@ class Product(TenantOwned, TimestampMixin, Base):
     shopify_updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     content_hash: Mapped[str] = mapped_column(String(64))
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class KnowledgeAction(str, enum.Enum):
+    uploaded = "uploaded"
+    replaced = "replaced"
+    deleted = "deleted"
+    restored = "restored"
+    refused = "refused"
+
+
+class KnowledgeEvent(TenantOwned, Base):
+    """The knowledge base's audit log: every change (and every refused one), who made it and when,
+    written in the same transaction as the change (`knowledge.audit.record`). Rows are only added."""
+
+    __tablename__ = "knowledge_event"
+    __table_args__ = (Index("ix_knowledge_event_tenant_at", "tenant_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(32), ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    action: Mapped[KnowledgeAction] = mapped_column(_enum(KnowledgeAction, "knowledge_action"))
+    #: The document changed (refused: the one the sender tried to replace, if any).
+    document_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    filename: Mapped[str] = mapped_column(String(512), default="")
+    actor_channel: Mapped[str] = mapped_column(String(16))  # slack / instagram / web / admin / cli / system
+    actor_id: Mapped[str] = mapped_column(String(255), default="")
+    #: uploaded/replaced/restored: the document it takes the place of.
+    replaced_document_id: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

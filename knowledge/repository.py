@@ -39,6 +39,14 @@ class DocumentRepository(TenantRepository[Document]):
             stmt = stmt.where(Document.status == status)
         return list((await self.session.execute(stmt)).scalars())
 
+    async def blob_keys_in_use(self, keys: list[str]) -> set[str]:
+        """Which of these blobs a document of the tenant points at (blobs are content-addressed:
+        a file being discarded may be the same bytes as a document that must keep its blob)."""
+        if not keys:
+            return set()
+        stmt = self.select(Document.blob_key).where(Document.blob_key.in_(keys))
+        return set((await self.session.execute(stmt)).scalars())
+
     async def counts_by_status(self) -> dict[str, int]:
         stmt = self.select(Document.status, func.count()).group_by(Document.status)
         return {status.value: n for status, n in (await self.session.execute(stmt)).all()}

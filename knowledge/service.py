@@ -5,7 +5,10 @@ The gateway (a file in a DM), the web chat and `parley ingest` all submit upload
 :func:`submit_upload`: it records the document and stages `document.uploaded` in the caller's
 unit of work, so the message exists if and only if the document does. Re-uploading the same
 content is a no-op that answers with the existing document; a new version of a file (same
-source and name, new content) is a new document that replaces the old one when it is indexed.
+source and name, new content) is a new document that replaces the old one when it is indexed,
+unless it comes from someone other than the old one's uploader who may not replace it. Uploads,
+refusals, deletions and restores (:func:`restore_document`) are recorded in the audit log
+(`knowledge.audit`) in the same unit of work.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from knowledge.models import Chunk, Document, DocumentStatus, Job, JobItem, JobItemStatus, JobStatus
+from knowledge import audit
+from knowledge.audit import SYSTEM, Actor
+from knowledge.models import Chunk, Document, DocumentStatus, Job, JobItem, JobItemStatus, JobStatus, KnowledgeAction
 from knowledge.repository import DocumentRepository, JobRepository
 from parley.blobs import StoredBlob
 from parley.bus import Envelope, context, stage
@@ -32,6 +37,7 @@ from parley.bus.contracts import (
     SyncRequested,
 )
 from parley.db import utcnow
+from parley.errors import AlreadyExists
 from tenants.models import Tenant
 
 
@@ -39,6 +45,9 @@ from tenants.models import Tenant
 class Submitted:
     document: Document
     created: bool  # False: the same content (or idempotency key) was already submitted
+    #: Why it was not taken (a new version of someone else's document, from a sender who may not
+    #: replace it): nothing was stored, ``document`` is the version that stays.
+    refused: str | None = None
 
 
 async def create_job(session: AsyncSession, *, tenant_id: str, kind: str, description: str, total: int,
@@ -60,8 +69,14 @@ async def submit_upload(
     notify: dict[str, Any] | None = None,
     job_id: str | None = None,
     correlation_id: str | None = None,
+    actor: Actor = SYSTEM,
 ) -> Submitted:
     """Record an uploaded file and queue it for indexing (published after the caller commits).
+
+    ``actor`` is who sent it. A new version of a document (same source and name) uploaded by
+    someone else is refused unless the actor may replace (the tenant's uploader policy decides):
+    nothing is recorded but the refusal, and the caller discards the file. Every upload and
+    refusal goes into the audit log (`knowledge.audit`) in the same transaction.
 
     The correlation id defaults to the one bound in the logging context (the request or message
     that brought the file), so the document row, the worker's log lines and its notice share it."""
@@ -73,6 +88,14 @@ async def submit_upload(
         if job_id:
             await _add_job_item(session, tenant_id, job_id, existing, already_done=existing.status == DocumentStatus.indexed)
         return Submitted(existing, created=False)
+    previous = await repo.current_version(source, filename, exclude_id=existing.id if existing is not None else None)
+    if previous is not None and not actor.may_replace and not actor.is_uploader_of(previous):
+        why = "the version in use was added by someone else, and only they or an admin may replace it"
+        audit.record(session, tenant_id=tenant_id, action=KnowledgeAction.refused, actor=actor, filename=filename,
+                     document_id=previous.id, detail=why)
+        if job_id:
+            await _shrink_job(session, tenant_id, job_id)
+        return Submitted(previous, created=False, refused=why)
     if existing is not None:
         # Same content again after a failure or a deletion: try it again, as the same row.
         document = existing
@@ -82,6 +105,7 @@ async def submit_upload(
         document.filename = filename
         document.notify = notify
         document.job_id = job_id
+        document.uploader = actor.to_json()
     else:
         document = repo.add(
             Document(
@@ -96,11 +120,13 @@ async def submit_upload(
                 notify=notify,
                 job_id=job_id,
                 correlation_id=correlation_id,
+                uploader=actor.to_json(),
             )
         )
         await session.flush()
-    previous = await repo.current_version(source, filename, exclude_id=document.id)
     document.replaces_id = previous.id if previous is not None else None
+    audit.record(session, tenant_id=tenant_id, action=KnowledgeAction.uploaded, actor=actor, filename=filename,
+                 document_id=document.id, replaced_document_id=document.replaces_id)
     if job_id:
         await _add_job_item(session, tenant_id, job_id, document, already_done=False)
     stage(
@@ -122,11 +148,7 @@ async def _add_job_item(session: AsyncSession, tenant_id: str, job_id: str, docu
     if found.first() is not None:
         # The same content twice in one upload (a copied file, twins in a ZIP): one document, counted
         # once; the job's total drops by the copy, or it would wait for an item that never comes.
-        await session.execute(
-            update(Job).where(Job.tenant_id == tenant_id, Job.id == job_id).values(total=Job.total - 1)
-            .execution_options(synchronize_session=False)
-        )
-        await _close_if_complete(session, tenant_id, job_id)
+        await _shrink_job(session, tenant_id, job_id)
         return
     item = JobItem(
         tenant_id=tenant_id, job_id=job_id, item_key=document.id, label=document.filename,
@@ -140,6 +162,15 @@ async def _add_job_item(session: AsyncSession, tenant_id: str, job_id: str, docu
             .execution_options(synchronize_session=False)
         )
         await _close_if_complete(session, tenant_id, job_id)
+
+
+async def _shrink_job(session: AsyncSession, tenant_id: str, job_id: str) -> None:
+    """One expected item of the job will never come (a copy, a refused file): the total drops by one."""
+    await session.execute(
+        update(Job).where(Job.tenant_id == tenant_id, Job.id == job_id).values(total=Job.total - 1)
+        .execution_options(synchronize_session=False)
+    )
+    await _close_if_complete(session, tenant_id, job_id)
 
 
 async def finish_job_item(
@@ -213,14 +244,19 @@ async def job_report(session: AsyncSession, job: Job) -> str:
     return f"{text}; {job.failed:,} failed: {grouped}"
 
 
-async def delete_document(session: AsyncSession, index: Any, *, tenant_id: str, document_id: str) -> Document:
+async def delete_document(session: AsyncSession, index: Any, *, tenant_id: str, document_id: str,
+                          actor: Actor = SYSTEM) -> Document:
     """Remove a document everywhere: its vectors, its chunk metadata, its status (kept as `deleted`
-    so a later re-upload of the same content is indexed again). Bumps the tenant's index version,
-    so no cached answer built from it survives."""
+    so a later re-upload of the same content is indexed again, and so it can be restored). Bumps
+    the tenant's index version, so no cached answer built from it survives. Recorded in the audit
+    log as done by ``actor``."""
     repo = DocumentRepository(session, tenant_id)
     document = await repo.get(document_id)
     await index.delete_document(tenant_id, document.id)
     await session.execute(delete(Chunk).where(Chunk.tenant_id == tenant_id, Chunk.document_id == document.id))
+    if document.status != DocumentStatus.deleted:
+        audit.record(session, tenant_id=tenant_id, action=KnowledgeAction.deleted, actor=actor,
+                     filename=document.filename, document_id=document.id)
     document.status = DocumentStatus.deleted
     document.chunk_count = 0
     await session.execute(
@@ -228,6 +264,38 @@ async def delete_document(session: AsyncSession, index: Any, *, tenant_id: str, 
         .execution_options(synchronize_session=False)
     )
     return document
+
+
+async def restore_document(session: AsyncSession, *, tenant_id: str, document_id: str, actor: Actor,
+                           notify: dict[str, Any] | None = None) -> Document:
+    """Bring back a replaced or deleted document: it is queued for indexing again (published after
+    the caller commits) and, once indexed, takes the place of the version that is current now
+    (which becomes `deleted`, and can itself be restored). Its uploader stays who it was; the
+    restore is recorded as done by ``actor``."""
+    repo = DocumentRepository(session, tenant_id)
+    document = await repo.get(document_id)
+    if document.status != DocumentStatus.deleted:
+        raise AlreadyExists(f"{document.filename} is {document.status.value}: only a replaced or deleted document "
+                            "can be restored")
+    current = await repo.current_version(document.source, document.filename, exclude_id=document.id)
+    document.status = DocumentStatus.queued
+    document.error = document.error_code = None
+    document.attempts = 0
+    document.job_id = None
+    document.notify = notify
+    document.indexed_at = None
+    document.replaces_id = current.id if current is not None else None
+    audit.record(session, tenant_id=tenant_id, action=KnowledgeAction.restored, actor=actor, filename=document.filename,
+                 document_id=document.id, replaced_document_id=document.replaces_id)
+    stage(session, Envelope.new(DOCUMENT_UPLOADED, tenant_id=tenant_id, payload=DocumentUploaded(document_id=document.id),
+                                correlation_id=context.correlation_id()), QUEUE_DOCUMENTS)
+    return document
+
+
+def refuse_upload(session: AsyncSession, *, tenant_id: str, actor: Actor, filenames: Sequence[str], why: str) -> None:
+    """Record that ``actor`` was not allowed to add these files (nothing else is stored)."""
+    for name in filenames:
+        audit.record(session, tenant_id=tenant_id, action=KnowledgeAction.refused, actor=actor, filename=name, detail=why)
 
 
 async def requeue_all(session: AsyncSession, *, tenant_id: str, reason: str) -> Job | None:

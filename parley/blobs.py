@@ -14,10 +14,11 @@ import os
 import re
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from parley.errors import InvalidInput, NotFound, TooLarge
+from parley.files import private_dir
 
 _TENANT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}/[0-9a-f]{2}/[0-9a-f]{64}$")
@@ -29,6 +30,9 @@ class StoredBlob:
     key: str
     sha256: str
     size: int
+    #: False when the same content was stored already (content addressing): it may belong to other
+    #: documents too, so a caller cleaning up after itself must leave it.
+    created: bool = field(default=True, compare=False)
 
 
 class BlobStore:
@@ -44,7 +48,9 @@ class BlobStore:
         if not _TENANT.fullmatch(tenant_id):
             raise InvalidInput(f"invalid tenant id for a blob: {tenant_id!r}")
         tmp_dir = self.root / tenant_id / "tmp"
-        await asyncio.to_thread(tmp_dir.mkdir, parents=True, exist_ok=True)
+        if not tmp_dir.is_dir():
+            await asyncio.to_thread(private_dir, self.root)  # 0700 when Parley creates it (files are 0600: mkstemp)
+            await asyncio.to_thread(tmp_dir.mkdir, parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
         fd, tmp_name = tempfile.mkstemp(dir=tmp_dir)
@@ -60,8 +66,9 @@ class BlobStore:
             key = f"{tenant_id}/{sha[:2]}/{sha}"
             final = self.root / key
             await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
+            created = not await asyncio.to_thread(final.exists)
             await asyncio.to_thread(os.replace, tmp_name, final)
-            return StoredBlob(key=key, sha256=sha, size=size)
+            return StoredBlob(key=key, sha256=sha, size=size, created=created)
         except BaseException:
             with _suppress():
                 os.unlink(tmp_name)

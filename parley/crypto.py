@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
 from parley.errors import ConfigurationError
+from parley.files import create_private_file
 from parley.settings import Settings
 
 API_KEY_PREFIX = "pk_"
@@ -53,18 +53,29 @@ def load_secret_box(settings: Settings) -> SecretBox:
     if settings.secret_key is not None:
         return SecretBox(settings.secret_key.get_secret_value().encode())
     path = Path(settings.data_dir) / "secret.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = Fernet.generate_key()
-        # O_EXCL: two processes starting at once must not write two different keys.
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(key)
+    # Written whole, then linked: two processes starting at once never write two keys or read half of one.
+    create_private_file(path, Fernet.generate_key())
     return SecretBox(path.read_bytes().strip())
+
+
+SERVICE_TOKEN_FILE = "service.token"
+
+
+def load_service_token(settings: Settings) -> str:
+    """The credential between the gateway and the retrieval service: ``PARLEY_SERVICE_TOKEN``, or for
+    the embedded default one generated once into <data_dir>/service.token (mode 0600), which every
+    process sharing the data directory reads (`parley up`)."""
+    if settings.service_token is not None:
+        token = settings.service_token.get_secret_value().strip()
+        if not token:
+            raise ConfigurationError("PARLEY_SERVICE_TOKEN is empty; set it to a long random string or unset it")
+        return token
+    path = Path(settings.data_dir) / SERVICE_TOKEN_FILE
+    create_private_file(path, secrets.token_urlsafe(32).encode())
+    token = path.read_text(encoding="utf-8").strip()
+    if not token:
+        raise ConfigurationError(f"{path} is empty; delete it (a new one is generated) or set PARLEY_SERVICE_TOKEN")
+    return token
 
 
 def generate_api_key() -> str:

@@ -16,15 +16,17 @@ import contextlib
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData, String, event, func
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, ORMExecuteState, Session, mapped_column, with_loader_criteria
 from sqlalchemy.types import TypeDecorator
 
 from parley.errors import TenantScopeError
+from parley.files import create_private_file, private_dir
 from parley.settings import Settings
 
 NAMING_CONVENTION = {
@@ -160,11 +162,26 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def prepare_sqlite(url: str) -> None:
+    """Create the database file of a SQLite URL empty with mode 0600 (its directory 0700) before SQLite
+    does (with 0644): SQLite gives its -wal and -shm files the database file's mode. In-memory
+    databases and existing files are left alone."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    create_private_file(Path(database))
+
+
 def create_engine(settings: Settings, application_name: str, **kwargs: Any) -> AsyncEngine:
-    """One engine per process, its pool named after the process (visible in pg_stat_activity)."""
+    """One engine per process, its pool named after the process (visible in pg_stat_activity).
+
+    Its SQL parameters (DM and document text) never reach a log line or an error message
+    (``hide_parameters``); a SQLite file it creates is private to this user (`prepare_sqlite`)."""
     url = settings.effective_database_url
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
+        prepare_sqlite(url)
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine

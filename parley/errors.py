@@ -62,6 +62,24 @@ class Unavailable(ParleyError):
     retryable = True
 
 
+class RateLimited(ParleyError):
+    """Too many requests from one caller (a sender, a tenant, an address); ``retry_after``: the
+    seconds until trying again can succeed."""
+
+    code = "rate_limited"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class RequestTimeout(ParleyError):
+    """The client sent its request too slowly (a trickled body: `parley.http_server`)."""
+
+    code = "request_timeout"
+
+
 class TenantScopeError(ParleyError):
     """A query on tenant-owned rows was attempted without a tenant scope (a programming error)."""
 

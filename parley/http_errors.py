@@ -29,6 +29,7 @@ Per-app extras (the retrieval service counts its failed queries) go in the ``on_
 from __future__ import annotations
 
 import logging
+import math
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,8 @@ from parley.errors import (
     InvalidInput,
     NotFound,
     ParleyError,
+    RateLimited,
+    RequestTimeout,
     TenantScopeError,
     TooLarge,
     Unauthorized,
@@ -65,6 +68,8 @@ STATUS: tuple[tuple[type[ParleyError], int], ...] = (
     (Forbidden, 403),
     (NotFound, 404),
     (AlreadyExists, 409),
+    (RequestTimeout, 408),
+    (RateLimited, 429),
     (Unavailable, 503),
     (TenantScopeError, 500),
     (ConfigurationError, 500),
@@ -73,7 +78,7 @@ STATUS: tuple[tuple[type[ParleyError], int], ...] = (
 #: aiohttp HTTP error status -> the code of the JSON body; other statuses get ``http_error``.
 HTTP_CODES: dict[int, str] = {
     400: "invalid_input", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-    413: "too_large", 415: "unsupported_type",
+    408: "request_timeout", 413: "too_large", 415: "unsupported_type", 429: "rate_limited",
 }
 
 _CORRELATION_OK = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -87,10 +92,16 @@ def status_for(exc: ParleyError) -> int:
 
 
 def error_response(status: int, code: str, detail: Any = None, *, error_id: str | None = None,
-                   headers: dict[str, str] | None = None) -> web.Response:
+                   headers: dict[str, str] | None = None, retry_after: float | None = None) -> web.Response:
+    """The JSON error answer. ``retry_after`` (seconds, rounded up to a whole one) goes into the body
+    and the ``Retry-After`` header (a 429)."""
     body: dict[str, Any] = {"error": code, "detail": detail}
     if error_id:
         body["error_id"] = error_id
+    if retry_after is not None:
+        seconds = max(1, math.ceil(retry_after))
+        body["retry_after"] = seconds
+        headers = {**(headers or {}), "Retry-After": str(seconds)}
     return web.json_response(body, status=status, headers=headers)
 
 
@@ -121,7 +132,8 @@ async def _answer(request: web.Request, handler: Handler, logger: logging.Logger
             level = logging.WARNING if exc.retryable else logging.ERROR
             logger.log(level, "request failed: %s", exc, extra={"path": request.path, "code": exc.code})
         failure: BaseException = exc
-        response = error_response(status, exc.code, exc.message)
+        response = error_response(status, exc.code, exc.message,
+                                  retry_after=exc.retry_after if isinstance(exc, RateLimited) else None)
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("parley_log_context", default={})
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
@@ -83,5 +85,33 @@ def configure_logging(*, process_name: str, level: str = "INFO", json_lines: boo
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiormq", "aio_pika", "sqlalchemy.engine", "alembic"):
+    # Never below WARNING, even at PARLEY_LOG_LEVEL=DEBUG: aiosqlite's DEBUG lines ("executing
+    # functools.partial(<execute>, 'INSERT ...', ('<DM text>', ...))") carry every statement's
+    # parameters, i.e. message and document text; SQLAlchemy's would too without hide_parameters.
+    for noisy in ("aiormq", "aio_pika", "sqlalchemy.engine", "aiosqlite", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    quiet_protocol_errors()
+
+
+class ProtocolErrorFilter(logging.Filter):
+    """aiohttp logs each request its HTTP parser refuses (a control character in a header, a line
+    too long, a bad method after the first request) as "Error handling request" at ERROR with the
+    whole traceback, and anyone can send such requests: this turns each into one short WARNING line
+    (the reason's first line, never the offending bytes). Other errors pass untouched."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
+            reason = (str(exc.message or "").strip().splitlines() or [type(exc).__name__])[0][:80]
+            record.msg, record.args = "malformed HTTP request refused (%s): %s", (exc.code, reason)
+            record.exc_info, record.exc_text = None, None
+            if record.levelno > logging.WARNING:
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_protocol_errors() -> None:
+    """Install `ProtocolErrorFilter` on aiohttp's server logger (once)."""
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ProtocolErrorFilter) for f in server.filters):
+        server.addFilter(ProtocolErrorFilter())

@@ -3,7 +3,8 @@
 Each worker process (``parley worker documents|catalog``) serves them on
 PARLEY_WORKER_METRICS_HOST:PARLEY_WORKER_METRICS_PORT (0: a free port, logged at start; -1: none;
 a port already taken, e.g. by a second worker started with the same environment, falls back to
-a free one, logged). The gateway and the retrieval service expose ``/metrics`` on their own ports.
+a free one, logged), through `parley.http_server` like every server of ours (header and body
+timeouts, a connection cap). The gateway and the retrieval service expose ``/metrics`` on their own ports.
 Every registry is the process's own (never prometheus_client's global one), so tests and the
 single-process mode can build several in one process.
 
@@ -42,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.bus import Broker, Consumer, Envelope, Failure
 from parley.db import unit_of_work
+from parley.http_server import HttpServer, ServerLimits
 from parley.settings import Settings
 from parley.bus.stats import outbox_backlog, pending_backlog
 
@@ -179,10 +181,12 @@ class QueueSampler:
 class WorkerEndpoint:
     """``GET /healthz`` (200 while the broker connection is up, else 503) and ``GET /metrics``."""
 
-    def __init__(self, metrics: WorkerMetrics, sampler: QueueSampler | None, *, broker: Broker) -> None:
+    def __init__(self, metrics: WorkerMetrics, sampler: QueueSampler | None, *, broker: Broker,
+                 limits: ServerLimits | None = None) -> None:
         self.metrics, self.sampler, self.broker = metrics, sampler, broker
+        self.limits = limits or ServerLimits()
         self.url: str | None = None
-        self._runner: web.AppRunner | None = None
+        self._server: HttpServer | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -203,25 +207,23 @@ class WorkerEndpoint:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def start(self, host: str, port: int) -> str:
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await self._runner.setup()
+        # header and body timeouts, the connection cap (parley.http_server), counted in the worker's registry
+        self._server = HttpServer(self.app(), self.limits, registry=self.metrics.registry)
+        await self._server.setup()
         try:
-            site = web.TCPSite(self._runner, host, port)
-            await site.start()
+            bound = await self._server.listen(host, port)
         except OSError as exc:
             if port == 0 or exc.errno != errno.EADDRINUSE:
                 raise
             log.warning("port %s is taken (another worker?); serving /metrics on a free port instead", port)
-            site = web.TCPSite(self._runner, host, 0)
-            await site.start()
-        bound = self._runner.addresses[0][1]
+            bound = await self._server.listen(host, 0)
         self.url = f"http://{host}:{bound}"
         return self.url
 
     async def aclose(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.cleanup()
+            self._server = None
 
 
 async def start_worker_endpoint(settings: Settings, metrics: WorkerMetrics, *, broker: Broker,
@@ -229,7 +231,8 @@ async def start_worker_endpoint(settings: Settings, metrics: WorkerMetrics, *, b
     """Serve the worker's /healthz and /metrics as configured (None when PARLEY_WORKER_METRICS_PORT=-1)."""
     if settings.worker_metrics_port < 0:
         return None
-    endpoint = WorkerEndpoint(metrics, QueueSampler(metrics, broker=broker, sessions=sessions, queue=queue), broker=broker)
+    endpoint = WorkerEndpoint(metrics, QueueSampler(metrics, broker=broker, sessions=sessions, queue=queue), broker=broker,
+                              limits=ServerLimits.from_settings(settings))
     url = await endpoint.start(settings.worker_metrics_host, settings.worker_metrics_port)
     log.info("%s metrics at %s/metrics", metrics.process, url, extra={"metrics_url": url + "/metrics"})
     return endpoint

@@ -8,8 +8,10 @@ local disk, the local embedding model and the offline answerer. Set ``PARLEY_DAT
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +46,12 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(
         default=25 * 1024 * 1024, gt=0, description="Largest file a tenant may upload, in bytes."
+    )
+    archive_max_unpacked_bytes: int | None = Field(
+        default=None, gt=0,
+        description="Most bytes one uploaded ZIP archive may unpack to, all its files together; a bigger one fails "
+        "(archive_too_large) before anything is unpacked. Default: 4 x max_upload_bytes (100 MB): the archive itself is "
+        "at most max_upload_bytes and documents compress 2-4:1, so an honest archive fits; more belongs to `parley ingest DIR`.",
     )
 
     # --- message bus -------------------------------------------------------------------
@@ -94,6 +102,13 @@ class Settings(BaseSettings):
     retrieval_host: str = Field(default="127.0.0.1", description="Retrieval service bind address.")
     retrieval_port: int = Field(default=8081, description="Retrieval service port.")
     retrieval_url: str | None = Field(default=None, description="Where the gateway finds the retrieval service.")
+    service_token: SecretStr | None = Field(
+        default=None,
+        description="Shared secret the gateway (and `parley ask`) sends the retrieval service as `Authorization: Bearer`; "
+        "the retrieval service refuses /v1/* without it. Default: generated once into <data_dir>/service.token "
+        "(mode 0600), shared by processes on one data directory (`parley up`). Set the same value on both when they "
+        "do not share one (docker compose, several machines).",
+    )
     worker_nice: int = Field(default=19, ge=0, le=19, description="OS niceness of ingestion workers (19 = lowest priority).")
     worker_metrics_host: str = Field(default="127.0.0.1", description="Bind address of each worker's /healthz and /metrics endpoint.")
     worker_metrics_port: int = Field(
@@ -146,6 +161,53 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="After a restart, unanswered messages younger than this are answered (once)."
     )
 
+    # --- gateway limits (bot/limits.py) ------------------------------------------------
+    gateway_sender_questions_per_minute: float = Field(
+        default=12.0, gt=0, description="Questions one sender (a Slack or Instagram user, a web-chat API key) may ask per "
+        "minute, sustained, after a burst of gateway_sender_question_burst. Past it a DM is acked and dropped unanswered, "
+        "the first with one polite 'slow down', until the sender's bucket refills; the web chat answers 429."
+    )
+    gateway_sender_question_burst: int = Field(default=10, ge=1, description="Questions one sender may ask at once before the per-minute rate applies.")
+    gateway_tenant_questions_per_minute: float = Field(
+        default=600.0, gt=0, description="Questions one tenant's customers together may ask per minute, sustained, in one gateway."
+    )
+    gateway_tenant_question_burst: int = Field(default=100, ge=1, description="Questions one tenant may take at once before its per-minute rate applies.")
+    gateway_answer_backlog: int = Field(
+        default=200, ge=1, description="Questions of one tenant waiting for or being answered in one gateway; past it new "
+        "ones are shed: acked and dropped, one notice per sender (the web chat answers 429)."
+    )
+    gateway_answer_backlog_total: int = Field(
+        default=2000, ge=1, description="Questions of all tenants waiting for or being answered in one gateway (bounds its memory)."
+    )
+    gateway_auth_max_failures: int = Field(
+        default=10, ge=1, description="Wrong API keys (web API and dashboard sign-in together) one address may send within "
+        "gateway_auth_failure_window_seconds before it is locked out."
+    )
+    gateway_auth_failure_window_seconds: float = Field(default=60.0, gt=0, description="Window in which failed sign-ins are counted.")
+    gateway_auth_lockout_seconds: float = Field(
+        default=300.0, gt=0, description="How long a locked-out address gets 429 for every API key or sign-in, right or wrong, unchecked."
+    )
+    gateway_trusted_proxies: str = Field(
+        default="", description="Comma-separated addresses or networks (CIDR) of reverse proxies in front of the gateway. "
+        "For a request from one of them the client's address (for sign-in throttling) is the right-most X-Forwarded-For "
+        "entry that is not a trusted proxy; otherwise it is the connection's peer."
+    )
+
+    # --- every HTTP server (parley/http_server.py) --------------------------------------
+    http_header_timeout: float = Field(
+        default=20.0, gt=0, description="Seconds a connection may take to send a complete request head, from its opening "
+        "or from the previous response: idle keep-alive connections and trickled headers are closed after it (every server: "
+        "gateway, retrieval, worker metrics). Keep a reverse proxy's upstream keep-alive below it."
+    )
+    http_body_timeout: float = Field(
+        default=15.0, gt=0, description="Seconds a request body may take, extended by one second for every "
+        "http_min_body_rate bytes received: a large upload on a working link goes on, a trickle gets 408 and is closed."
+    )
+    http_min_body_rate: int = Field(default=1024, ge=1, description="Bytes per second a request body must average once http_body_timeout has passed.")
+    http_max_connections: int = Field(
+        default=512, ge=1, description="Connections one server process holds open at once; a connection past it gets 503 and is closed."
+    )
+
     # --- Shopify -----------------------------------------------------------------------
     shopify_client_id: str | None = Field(default=None, description="Shopify app client id (API key) for OAuth installs.")
     shopify_client_secret: SecretStr | None = Field(
@@ -191,6 +253,10 @@ class Settings(BaseSettings):
         return self.blob_dir or self.data_dir / "blobs"
 
     @property
+    def effective_archive_max_unpacked_bytes(self) -> int:
+        return self.archive_max_unpacked_bytes or 4 * self.max_upload_bytes
+
+    @property
     def parser_plugin_paths(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.parser_plugins.split(",") if p.strip())
 
@@ -214,3 +280,54 @@ def describe_settings() -> list[tuple[str, str, str]]:
             default = "(secret)"
         rows.append((env, "" if default is None else str(default), field.description or ""))
     return rows
+
+
+# --- showing settings without their credentials -----------------------------------------------
+
+#: A setting whose name ends in one of these words holds a credential (besides every SecretStr).
+_CREDENTIAL_WORDS = frozenset({"key", "secret", "secrets", "token", "password"})
+_CREDENTIAL_PARAM = re.compile(r"(?i)^(password|passwd|pwd|secret|token|api_?key|access_token|auth)$")
+MASK = "***"
+
+
+def is_credential(name: str, value: object = None) -> bool:
+    return isinstance(value, SecretStr) or name.rsplit("_", 1)[-1] in _CREDENTIAL_WORDS
+
+
+def mask_url(value: str) -> str:
+    """A URL without its password (``amqp://user:***@host/``) or credential query parameters; other text unchanged."""
+    if "://" not in value:
+        return value
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return MASK  # unparseable: show nothing of it rather than a password
+    netloc = parts.netloc
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:{MASK}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_CREDENTIAL_PARAM.match(k) for k, _ in pairs):
+            query = "&".join(f"{k}={MASK if _CREDENTIAL_PARAM.match(k) else v}" for k, v in pairs)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return value
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def shown_value(name: str, value: object) -> str:
+    """How a setting's current value is shown to a person (`parley config`): a credential as "(set)",
+    a URL without its password; never the secret itself."""
+    if value is None:
+        return ""
+    if is_credential(name, value):
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return "(set)" if raw not in ("", None) else ""
+    return mask_url(str(value))
+
+
+def current_settings(settings: Settings) -> list[tuple[str, str, str]]:
+    """(environment variable, current value as `shown_value` shows it, description) for every setting."""
+    return [(env, shown_value(name, getattr(settings, name)), description)
+            for (env, _, description), name in zip(describe_settings(), Settings.model_fields, strict=True)]

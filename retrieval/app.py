@@ -10,7 +10,11 @@ Start-up does not wait for warm-up: a background task embeds one query (loading 
 caches) and loads every active tenant into the index reader, then ``/readyz`` turns 200. Queries
 that arrive earlier are served anyway, just slower (the tenant loads on its first query).
 
-`serve(settings)` runs the app on ``retrieval_host:retrieval_port`` until SIGTERM or SIGINT, then
+Every request but ``/healthz``, ``/readyz`` and ``/metrics`` must carry the service credential
+(``PARLEY_SERVICE_TOKEN``, or the one generated into the data directory: `retrieval.routes`).
+
+`serve(settings)` runs the app on ``retrieval_host:retrieval_port`` (through `parley.http_server`:
+header and body timeouts, a connection cap) until SIGTERM or SIGINT, then
 stops accepting, lets in-flight requests finish (aiohttp's shutdown timeout) and closes everything.
 
 The heap after warm-up (modules, models, the loaded tenants' indexes: ~110k tracked objects) lives
@@ -35,13 +39,18 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from parley.crypto import load_service_token
 from parley.db import create_engine, create_sessionmaker
+from parley.http_server import HttpServer, ServerLimits
 from parley.settings import Settings
 from retrieval.answer import Answerer, ExtractiveAnswerer, OpenAIAnswerer, make_openai_client
 from retrieval.config import RetrievalConfig
 from retrieval.metrics import RetrievalMetrics
 from retrieval.rewrite import LLMRewriter, Rewriter, RuleRewriter
-from retrieval.routes import DB_CHECK, METRICS, READINESS, SERVICE, Readiness, database_check, error_middleware, setup_routes
+from retrieval.routes import (
+    DB_CHECK, METRICS, READINESS, SERVICE, SERVICE_TOKEN, Readiness, database_check, error_middleware, service_auth_middleware,
+    setup_routes,
+)
 from retrieval.service import RetrievalService
 
 log = logging.getLogger("parley.retrieval")
@@ -65,7 +74,9 @@ class RetrievalDeps:
 def create_app(settings: Settings, *, deps: RetrievalDeps | None = None, freeze_heap: bool = False) -> web.Application:
     """``freeze_heap``: after warm-up, freeze the heap out of the GC's full collections (the service's
     own process only: `serve` sets it; a test process creating many apps would leak what it froze)."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BYTES)
+    # error map outermost (a refusal is JSON too), then the service credential, before any body is read
+    app = web.Application(middlewares=[error_middleware, service_auth_middleware], client_max_size=MAX_REQUEST_BYTES)
+    app[SERVICE_TOKEN] = load_service_token(settings).encode()
     app[METRICS] = RetrievalMetrics()
     app[READINESS] = Readiness()
     app.cleanup_ctx.append(partial(_resources, settings, deps or RetrievalDeps(), freeze_heap))
@@ -167,20 +178,20 @@ async def serve(settings: Settings, *, deps: RetrievalDeps | None = None) -> Non
 
     configure_logging(process_name="retrieval", level=settings.log_level, json_lines=settings.log_json)
     app = create_app(settings, deps=deps, freeze_heap=True)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10.0)
+    # header and body timeouts, the connection cap (parley.http_server); its figures in our /metrics
+    server = HttpServer(app, ServerLimits.from_settings(settings), registry=app[METRICS].registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)  # before start-up: a signal while loading is graceful too
     try:
-        await runner.setup()
+        await server.setup()
         if not stop.is_set():
-            site = web.TCPSite(runner, settings.retrieval_host, settings.retrieval_port)
-            await site.start()
+            await server.listen(settings.retrieval_host, settings.retrieval_port)
             log.info("retrieval listening", extra={"host": settings.retrieval_host, "port": settings.retrieval_port})
             await stop.wait()
         log.info("retrieval stopping")
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        await runner.cleanup()
+        await server.cleanup()

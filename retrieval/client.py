@@ -1,6 +1,7 @@
 """How the gateway asks the retrieval service: one interface, over HTTP or in-process.
 
-    client: RetrievalClient = HttpRetrievalClient(settings.effective_retrieval_url, timeout=10)
+    client: RetrievalClient = HttpRetrievalClient(settings.effective_retrieval_url, timeout=10,
+                                                  token=load_service_token(settings))
     # or, in the single-process dev mode:
     client = InProcessRetrievalClient(service)
     response = await client.query(QueryRequest(tenant_id=..., message=..., turns=[...]))
@@ -9,6 +10,8 @@
 Both raise the same `ParleyError`s, so the gateway handles one set:
 
 * `NotFound` - unknown tenant (HTTP 404);
+* `Unauthorized` - the service refused this process's service token (401: a deployment mistake,
+  the gateway and the retrieval service were given different ``PARLEY_SERVICE_TOKEN``s);
 * `InvalidInput` - the request was refused as malformed (400; a gateway bug, not the customer's);
 * `Forbidden` - the tenant is not active (403);
 * `Unavailable` - the service could not be reached, timed out, or failed (connection errors,
@@ -18,7 +21,8 @@ Both raise the same `ParleyError`s, so the gateway handles one set:
 This module imports only aiohttp, pydantic contracts and `parley.errors` (the gateway may import
 it and `retrieval.schemas`, nothing else of `retrieval`). No retries here: the gateway answers
 asynchronously and owns its retry policy; the client stays a thin, predictable edge.
-The caller's correlation id (from `parley.logging`'s context) travels as ``X-Correlation-Id``.
+The caller's correlation id (from `parley.logging`'s context) travels as ``X-Correlation-Id``,
+the service credential as ``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
@@ -54,11 +58,14 @@ class QueryService(Protocol):
 
 
 class HttpRetrievalClient:
-    """Calls ``POST {base_url}/v1/query``. Pass ``session`` to share an aiohttp session (it is then
-    not closed by `aclose`); otherwise one is created on first use and closed by `aclose`."""
+    """Calls ``POST {base_url}/v1/query``, presenting ``token`` (the service credential). Pass
+    ``session`` to share an aiohttp session (it is then not closed by `aclose`); otherwise one is
+    created on first use and closed by `aclose`."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, base_url: str, timeout: float = 30.0, session: aiohttp.ClientSession | None = None,
+                 *, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self._token = token
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._session = session
         self._owns_session = session is None
@@ -71,6 +78,8 @@ class HttpRetrievalClient:
 
     async def query(self, req: QueryRequest) -> QueryResponse:
         headers = {"Content-Type": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
         correlation = current_context().get("correlation_id")
         if correlation:
             headers["X-Correlation-Id"] = str(correlation)
@@ -88,6 +97,9 @@ class HttpRetrievalClient:
                 return QueryResponse.model_validate_json(body)
             except ValueError as exc:
                 raise Unavailable(f"retrieval service sent an unreadable response: {exc}") from exc
+        if status == 401:
+            raise Unauthorized("the retrieval service refused this process's service token: give the gateway and the "
+                               "retrieval service the same PARLEY_SERVICE_TOKEN (or one data directory)")
         raise _error(status, body)
 
     async def aclose(self) -> None:

@@ -7,6 +7,13 @@
   query and the index finished warming; 503 with the failing checks otherwise.
 * ``GET /metrics`` - Prometheus text from the app's own registry.
 
+Authentication: every path but ``/healthz``, ``/readyz`` and ``/metrics`` needs the service
+credential, ``Authorization: Bearer <PARLEY_SERVICE_TOKEN>`` (`parley.crypto.load_service_token`),
+compared in constant time; without it the answer is a 401 ``{"error": "unauthorized"}`` and the
+body is never read. The three open paths carry no tenant data: health, readiness (check names and
+exception class names) and aggregate counters and latencies (no tenant label), which a Prometheus
+scrapes without credentials, as it scrapes the gateway and the workers.
+
 Errors: the kernel's one map (`parley.http_errors`, the gateway's too): domain errors
 (`ParleyError`) map to a status by class, with their stable code; any other exception is a 500
 whose body carries an error id that is logged with the traceback. aiohttp's own HTTP errors (404
@@ -17,6 +24,7 @@ is counted in the metrics (``outcome="error"``).
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,7 +34,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from sqlalchemy import text
 
-from parley.http_errors import error_response, make_error_middleware
+from parley.http_errors import Handler, error_response, make_error_middleware
 from retrieval.metrics import RetrievalMetrics
 from retrieval.schemas import QueryRequest
 from retrieval.service import RetrievalService
@@ -44,6 +52,8 @@ class Readiness:
 
 
 SERVICE = web.AppKey("retrieval_service", RetrievalService)
+#: The service credential every protected request must present (`service_auth_middleware`).
+SERVICE_TOKEN = web.AppKey("retrieval_service_token", bytes)
 METRICS = web.AppKey("retrieval_metrics", RetrievalMetrics)
 READINESS = web.AppKey("retrieval_readiness", Readiness)
 DB_CHECK = web.AppKey("retrieval_db_check", Callable[[], Awaitable[None]])
@@ -56,6 +66,23 @@ def _count_error(request: web.Request, status: int, exc: BaseException) -> None:
 
 
 error_middleware = make_error_middleware(logger=log, on_error=_count_error)
+
+#: Paths that answer without the service credential (they carry no tenant data; see the module docstring).
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+@web.middleware
+async def service_auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse every request but those to `OPEN_PATHS` that lacks the service token (default deny:
+    a route added later is protected too)."""
+    if request.path in OPEN_PATHS:
+        return await handler(request)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("utf-8", "replace"), request.app[SERVICE_TOKEN]):
+        log.warning("refused a request without a valid service token", extra={"path": request.path, "remote": request.remote})
+        return error_response(401, "unauthorized", "this service answers only the gateway: send "
+                              "'Authorization: Bearer <PARLEY_SERVICE_TOKEN>'", headers={"WWW-Authenticate": "Bearer"})
+    return await handler(request)
 
 
 async def query(request: web.Request) -> web.Response:

@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import JSON, Enum, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Enum, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from parley.db import Base, TenantOwned, TimestampMixin, UTCDateTime, new_id
@@ -74,3 +74,51 @@ class ApiKey(TenantOwned, Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class UploadMode(str, enum.Enum):
+    """Who may add documents to the tenant's knowledge through one channel."""
+
+    #: The channel's own administrators (Slack: the user who installed the app and the workspace's
+    #: admins and owners; Instagram: the account's configured uploaders; web: holders of an admin
+    #: API key), plus the listed uploaders. The default.
+    admins = "admins"
+    #: Only the listed uploaders.
+    listed = "listed"
+    #: Anyone who can message the bot (replacing someone else's document still needs the right).
+    anyone = "anyone"
+    #: Nobody: uploads through this channel are closed.
+    nobody = "nobody"
+
+
+class UploaderPolicy(TenantOwned, TimestampMixin, Base):
+    """A tenant's upload mode for one channel; no row means `UploadMode.admins`."""
+
+    __tablename__ = "uploader_policy"
+    __table_args__ = (UniqueConstraint("tenant_id", "channel"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(32), ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    channel: Mapped[str] = mapped_column(String(16))  # slack / instagram / web
+    mode: Mapped[UploadMode] = mapped_column(
+        Enum(UploadMode, name="upload_mode", native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]),
+        default=UploadMode.admins,
+    )
+
+
+class Uploader(TenantOwned, Base):
+    """A person the tenant allows to add documents through one channel (their id on that channel:
+    a Slack user id, an Instagram-scoped id, ``api_key:<id>`` for the web)."""
+
+    __tablename__ = "uploader"
+    __table_args__ = (UniqueConstraint("tenant_id", "channel", "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(32), ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str] = mapped_column(String(255))
+    #: May replace a document someone else uploaded (a new version under the same name).
+    may_replace: Mapped[bool] = mapped_column(Boolean, default=False)
+    note: Mapped[str] = mapped_column(String(255), default="")
+    added_by: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -18,7 +18,7 @@ from parley.crypto import SecretBox, hash_api_key
 from parley.db import bind_admin, utcnow
 from parley.errors import NotFound
 from parley.repository import TenantRepository
-from tenants.models import ApiKey, ChannelInstallation, ChannelKind, Tenant
+from tenants.models import ApiKey, ChannelInstallation, ChannelKind, Tenant, Uploader, UploaderPolicy
 
 
 class TenantDirectory:
@@ -67,6 +67,32 @@ class InstallationRepository(TenantRepository[ChannelInstallation]):
 
     async def list(self) -> list[ChannelInstallation]:
         stmt = self.select().order_by(ChannelInstallation.kind, ChannelInstallation.external_id)
+        return list((await self.session.execute(stmt)).scalars())
+
+
+class UploaderPolicyRepository(TenantRepository[UploaderPolicy]):
+    model = UploaderPolicy
+    noun = "uploader policy"
+
+    async def for_channel(self, channel: str) -> UploaderPolicy | None:
+        return (await self.session.execute(self.select().where(UploaderPolicy.channel == channel))).scalar_one_or_none()
+
+    async def list(self) -> list[UploaderPolicy]:
+        return list((await self.session.execute(self.select().order_by(UploaderPolicy.channel))).scalars())
+
+
+class UploaderRepository(TenantRepository[Uploader]):
+    model = Uploader
+    noun = "uploader"
+
+    async def find_user(self, channel: str, user_id: str) -> Uploader | None:
+        stmt = self.select().where(Uploader.channel == channel, Uploader.user_id == user_id)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def list(self, channel: str | None = None) -> list[Uploader]:
+        stmt = self.select().order_by(Uploader.channel, Uploader.created_at)
+        if channel:
+            stmt = stmt.where(Uploader.channel == channel)
         return list((await self.session.execute(stmt)).scalars())
 
 

@@ -78,3 +78,70 @@ def test_cli_against_postgres(tmp_path: Path) -> None:
         assert "acme" in parley(tmp_path, "tenants", "list", env=env).stdout
     finally:
         asyncio.run(services.drop_pg_database(name))
+
+
+def test_config_shows_no_credential(tmp_path: Path) -> None:
+    # Given credentials in every form a setting holds them: URLs with passwords, tokens, secrets
+    secrets = {"db": "pg-pass-5up3r", "amqp": "rabbit-pass-h0p", "verify": "meta-verify-t0ken",
+               "service": "svc-token-0123456789abcdef", "slack": "slack-signing-s3cret", "openai": "sk-live-key-42"}
+    env = {"PARLEY_DATABASE_URL": f"postgresql+asyncpg://parley:{secrets['db']}@db.internal:5432/parley",
+           "PARLEY_AMQP_URL": f"amqp://parley:{secrets['amqp']}@rabbitmq:5672/",
+           "PARLEY_INSTAGRAM_VERIFY_TOKEN": secrets["verify"], "PARLEY_SERVICE_TOKEN": secrets["service"],
+           "PARLEY_SLACK_SIGNING_SECRET": secrets["slack"], "OPENAI_API_KEY": secrets["openai"]}
+    # When the operator prints the configuration, as JSON and as a table
+    as_json = parley(tmp_path, "--json", "config", env=env)
+    as_table = parley(tmp_path, "config", env=env)
+    # Then no secret is in either, and what is set still says so
+    assert as_json.returncode == 0 and as_table.returncode == 0, as_json.stderr + as_table.stderr
+    for secret in secrets.values():
+        assert secret not in as_json.stdout and secret not in as_table.stdout, secret
+    values = {row["variable"]: row["value"] for row in json.loads(as_json.stdout)}
+    assert values["PARLEY_DATABASE_URL"] == "postgresql+asyncpg://parley:***@db.internal:5432/parley"
+    assert values["PARLEY_AMQP_URL"] == "amqp://parley:***@rabbitmq:5672/"
+    assert values["PARLEY_INSTAGRAM_VERIFY_TOKEN"] == values["PARLEY_SERVICE_TOKEN"] == "(set)"
+    assert values["PARLEY_SLACK_SIGNING_SECRET"] == values["PARLEY_OPENAI_API_KEY / OPENAI_API_KEY"] == "(set)"
+    assert values["PARLEY_RETRIEVAL_CONTEXT_TOKEN_BUDGET"] == "1200"  # a "token" setting that is no credential
+    assert values["PARLEY_SHOPIFY_CLIENT_SECRET"] == ""  # unset stays empty
+
+
+def test_migrate_creates_a_private_data_directory(tmp_path: Path) -> None:
+    # Given no data directory yet, and the usual umask (022)
+    previous = os.umask(0o022)
+    try:
+        # When the admin migrates (the first command of the quickstart)
+        migrated = parley(tmp_path, "migrate")
+    finally:
+        os.umask(previous)
+    # Then the directory and the database holding every DM are this user's only
+    assert migrated.returncode == 0, migrated.stderr
+    data = tmp_path / "var"
+    assert (oct(data.stat().st_mode & 0o777), oct((data / "parley.db").stat().st_mode & 0o777)) == ("0o700", "0o600")
+
+
+async def test_ask_presents_the_service_token_to_a_running_retrieval_service(tmp_path: Path) -> None:
+    import asyncio
+
+    from aiohttp.test_utils import TestServer
+
+    from parley.embeddings.local import model_installed
+    from parley.settings import Settings
+    from retrieval.app import create_app
+
+    if not model_installed("all-MiniLM-L6-v2"):
+        pytest.skip("the local embedding model is not installed (scripts/bootstrap.sh)")
+    # Given a tenant, and the retrieval service running on the same data directory (its generated token)
+    for args in (("migrate",), ("tenants", "create", "acme")):
+        assert (await asyncio.to_thread(parley, tmp_path, *args)).returncode == 0
+    server = TestServer(create_app(Settings(data_dir=tmp_path / "var", log_json=False)))
+    await server.start_server()
+    try:
+        # When the admin asks through it
+        url = str(server.make_url("")).rstrip("/")
+        asked = await asyncio.to_thread(parley, tmp_path, "--json", "ask", "Do you ship abroad?", "--tenant", "acme",
+                                        env={"PARLEY_RETRIEVAL_URL": url})
+    finally:
+        await server.close()
+    # Then the running service answered (it refuses requests without the token), not an in-process fallback
+    assert asked.returncode == 0, asked.stderr
+    assert "answering in-process" not in asked.stderr
+    assert "answer" in json.loads(asked.stdout)

@@ -1,4 +1,6 @@
-"""docker-compose.yml stays valid for users with Docker (checked without an engine)."""
+"""docker-compose.yml stays valid for users with Docker (checked without an engine), and exposes only
+what users need: the data stores on an internal network, the retrieval service behind its token,
+RabbitMQ's management UI on loopback with credentials from the environment."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ def test_compose_file_is_valid() -> None:
     command = _compose_command()
     if command is None:
         pytest.skip("neither `docker compose` nor `docker-compose` is installed here")
-    env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "PARLEY_SECRET_KEY": "x" * 44}
+    env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "PARLEY_SECRET_KEY": "x" * 44, "PARLEY_SERVICE_TOKEN": "t" * 43}
     result = subprocess.run([*command, "config", "-q"], cwd=ROOT, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
 
@@ -37,3 +39,46 @@ def test_compose_commands_exist_in_the_cli() -> None:
     for command in ("migrate", "retrieval", "gateway", "worker"):
         assert f'command: ["{command}"' in text
     assert "migrate" in main.commands
+
+
+def _compose() -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_only_the_gateway_and_a_loopback_management_ui_are_published() -> None:
+    # Given the compose file as Docker reads it (anchors and merge keys resolved)
+    compose = _compose()
+    services = compose["services"]
+    # Then the internal network has no way out, and the data stores sit on it alone
+    assert compose["networks"]["internal"] == {"internal": True}
+    for name in ("postgres", "weaviate"):
+        assert services[name]["networks"] == ["internal"] and "ports" not in services[name], name
+    assert "ports" not in services["retrieval"] and "ports" not in services["migrate"]
+    # And what is published: the gateway's port, and RabbitMQ's management UI on 127.0.0.1 only (AMQP not at all)
+    published = {name: service.get("ports", []) for name, service in services.items() if service.get("ports")}
+    assert published == {"gateway": ["8080:8080"], "rabbitmq": ["127.0.0.1:15672:15672"]}
+    assert services["rabbitmq"]["networks"] == ["internal", "management"]  # its own network, for the publish only
+
+
+def test_credentials_come_from_the_environment() -> None:
+    services = _compose()["services"]
+    # RabbitMQ's account (the management UI's login) and the URL every process uses are the same variables
+    rabbit = services["rabbitmq"]["environment"]
+    assert (rabbit["RABBITMQ_DEFAULT_USER"], rabbit["RABBITMQ_DEFAULT_PASS"]) == ("${RABBITMQ_USER:-parley}", "${RABBITMQ_PASSWORD:-parley}")
+    for name in ("gateway", "retrieval", "documents-worker", "catalog-worker", "migrate"):
+        assert services[name]["environment"]["PARLEY_AMQP_URL"] == \
+            "amqp://${RABBITMQ_USER:-parley}:${RABBITMQ_PASSWORD:-parley}@rabbitmq:5672/", name
+    # And the gateway and the retrieval service share one required service token
+    tokens = {name: services[name]["environment"].get("PARLEY_SERVICE_TOKEN") for name in ("gateway", "retrieval")}
+    assert set(tokens.values()) == {"${PARLEY_SERVICE_TOKEN:?set PARLEY_SERVICE_TOKEN to a long random string}"}
+
+
+def test_compose_refuses_to_start_without_a_service_token() -> None:
+    command = _compose_command()
+    if command is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed here")
+    env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "PARLEY_SECRET_KEY": "x" * 44}
+    result = subprocess.run([*command, "config", "-q"], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert result.returncode != 0 and "set PARLEY_SERVICE_TOKEN" in result.stderr

@@ -130,7 +130,11 @@ def ups() -> Iterator[list[Up]]:
 @pytest.mark.rabbitmq
 @needs_model
 async def test_up_starts_every_process_and_one_ctrl_c_stops_them_all(tmp_path: Path, ups: list[Up]) -> None:
-    # Given free ports and a queue prefix of our own
+    # Given a tenant with an API key, free ports and a queue prefix of our own
+    for args in (("migrate",), ("tenants", "create", "acme")):
+        assert (await asyncio.to_thread(parley, tmp_path, *args)).returncode == 0
+    made = await asyncio.to_thread(parley, tmp_path, "--json", "keys", "create", "--tenant", "acme")
+    key = {"Authorization": f"Bearer {json.loads(made.stdout)['key']}"}
     gateway, retrieval = free_ports(2)
     documents_metrics, catalog_metrics = free_ports(2, consecutive=True)
     prefix = f"up{uuid.uuid4().hex[:8]}."
@@ -153,6 +157,15 @@ async def test_up_starts_every_process_and_one_ctrl_c_stops_them_all(tmp_path: P
         # And the workers run at the lowest priority, the answer path at normal priority
         assert niceness(pids["documents-worker"]) == niceness(pids["catalog-worker"]) == 19
         assert niceness(pids["gateway"]) == niceness(pids["retrieval"]) == 0
+        # And the gateway answers through the retrieval service, which refuses anyone without the service token
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://127.0.0.1:{gateway}/api/chat", json={"message": "Do you ship abroad?"},
+                                 headers=key) as response:
+                assert response.status == 200, await response.text()
+                assert (await response.json())["status"] == "answered"
+            async with http.post(f"http://127.0.0.1:{retrieval}/v1/query", json={"tenant_id": "a" * 32, "message": "hi"}) as r:
+                assert r.status == 401
+        assert oct((tmp_path / "var" / "service.token").stat().st_mode & 0o777) == "0o600"
         # When the operator presses Ctrl-C
         code = await up.interrupt()
         # Then every child stopped cleanly and `parley up` exits 0

@@ -1,8 +1,9 @@
 """The admin dashboard: one static page per tenant view, filled from a JSON API, behind a session cookie.
 
     GET  /admin/login, POST /admin/login      the sign-in form (a tenant API key) -> session cookie
+                                              (wrong keys count per address: 429 when locked out, `bot.limits`)
     POST /admin/logout
-    GET  /admin/{documents,jobs,dead-letters,channels,conversations,chat}   the pages (one static shell)
+    GET  /admin/{documents,history,jobs,dead-letters,channels,conversations,chat}   the pages (one static shell)
     GET  /admin/static/...                    its script and style sheet (no build step)
 
     GET  /admin/api/session                   tenant, key prefix and the CSRF token for the page's POSTs
@@ -13,6 +14,8 @@
     GET  /admin/api/channels                  installations and their health
     GET  /admin/api/conversations             recent messages with answer latency   GET /admin/api/conversations/{id}
     POST /admin/api/chat                      ask (the web chat's handler)
+    GET  /admin/api/knowledge-events, POST /admin/api/documents/{id}/restore, GET/POST /admin/api/uploaders,
+    POST /admin/api/uploaders/remove          the knowledge history and who may upload (`bot.admin.knowledge`)
 
 The dashboard is per tenant: whoever signs in with a tenant's API key sees that tenant only, every
 read going through a tenant-scoped repository (another tenant's id is a 404). Platform-wide views
@@ -28,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.admin import knowledge
 from bot.admin import session as auth
 from bot.admin.repository import (
     ChannelHealthReader, DeadLetterRepository, dead_letter_json, document_names, latency_summary,
@@ -35,7 +39,7 @@ from bot.admin.repository import (
 from bot.channels.web import routes as webchat
 from bot.context import GATEWAY
 from bot.conversation.repository import InboundRepository
-from bot.http import TENANT
+from bot.http import SECURITY_HEADERS, TENANT
 from parley.bus import replay
 from parley.db import unit_of_work
 from knowledge.repository import DocumentRepository, JobRepository
@@ -44,16 +48,9 @@ from parley.errors import AlreadyExists, InvalidInput, Unavailable
 from tenants.repository import ApiKeyRepository, TenantDirectory, authenticate_api_key
 
 STATIC = Path(__file__).parent / "static"
-PAGES = ("documents", "jobs", "dead-letters", "channels", "conversations", "chat")
+PAGES = ("documents", "history", "jobs", "dead-letters", "channels", "conversations", "chat")
 
-#: Every dashboard response: no framing, no inline script, no referrer sent to other sites.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",  # not no-referrer: browsers then send "Origin: null" on form posts
-}
+# Every dashboard response carries bot.http.SECURITY_HEADERS (shared with the web chat's pages).
 
 
 # --- sign-in --------------------------------------------------------------------------------
@@ -88,9 +85,12 @@ async def login(request: web.Request) -> web.Response:
     auth.check_origin(gw, request)
     form = await request.post()
     key, target = str(form.get("api_key") or "").strip(), auth.safe_next(form.get("next"))
-    async with unit_of_work(gw.sessions) as session:
-        row = await authenticate_api_key(session, key) if key else None
-        found = (row.tenant_id, row.id) if row is not None else None
+    with gw.limits.sign_in(request, "admin_login") as attempt:  # 429 while the address is locked out
+        async with unit_of_work(gw.sessions) as session:
+            row = await authenticate_api_key(session, key) if key else None
+            found = (row.tenant_id, row.id) if row is not None else None
+        if found is None and key:
+            attempt.failed()
     if found is None:
         return _login_page(error="Unknown or revoked API key.", next_=target, status=401)
     response = _see_other(target)
@@ -233,6 +233,7 @@ def setup_admin_routes(app: web.Application) -> None:
         ("GET", "conversations", conversations),
         ("GET", "conversations/{id}", webchat.get_conversation),
         ("POST", "chat", webchat.chat),
+        *knowledge.API,  # the knowledge history, restore, and who may upload (bot.admin.knowledge)
     ]
     for method, path, handler in api:
         app.router.add_route(method, f"/admin/api/{path}", guard(handler))

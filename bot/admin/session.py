@@ -19,6 +19,7 @@ on the browser.
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+log = logging.getLogger("parley.gateway.admin")
+
 
 @dataclass(frozen=True)
 class AdminSession:
@@ -68,8 +71,9 @@ def read(gw: Gateway, request: web.Request) -> AdminSession | None:
     if not token:
         return None
     try:
-        data = gw.signer.verify(SESSION_PURPOSE, token)
-    except Forbidden:
+        data = gw.signer.verify(SESSION_PURPOSE, token)  # total: any cookie text is a session or Forbidden
+    except Forbidden as exc:
+        log.warning("admin session cookie refused: %s", exc)
         return None
     fields = (data.get("t"), data.get("k"), data.get("s"))
     if not all(isinstance(v, str) and v for v in fields):
@@ -161,8 +165,11 @@ def require_session(handler: Handler, *, page: bool = False) -> Handler:
 
 
 def safe_next(value: Any) -> str:
-    """Where to go after signing in: only a path of the dashboard (no open redirect)."""
+    """Where to go after signing in: only a path of the dashboard, or the web chat page (which signs in
+    here and then talks to ``/admin/api``: `bot.channels.web`) - no open redirect."""
     target = str(value or "")
+    if target == "/chat":
+        return target
     if not target.startswith("/admin") or target.startswith("//") or "\\" in target or target.startswith("/admin/login"):
         return "/admin/"
     return target

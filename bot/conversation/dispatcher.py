@@ -9,6 +9,11 @@ Recovery: `start` claims what a previous process left unfinished (younger than t
 ``sweep_interval`` repeats that for ``received`` messages nobody claimed within a grace period
 (another replica died after storing them) and for expired leases (a replica died mid-answer).
 The claim in `ConversationService.process` makes each answer happen once.
+
+The backlog is bounded: at most ``max_backlog`` messages of one tenant (``max_total`` of all) wait
+for or are being answered here, web chat included. `submit` refuses past that (the message stays
+stored; the doors shed it first, see `bot.limits`, and the recovery sweep takes what is left), so a
+flood costs a bounded number of tasks, never one per message.
 On `stop`, running answers get ``timeout`` seconds; the rest are cancelled and their claims given
 back, so the next start answers them at once.
 """
@@ -27,9 +32,12 @@ log = logging.getLogger("parley.gateway.dispatcher")
 
 class AnswerDispatcher:
     def __init__(self, service: ConversationService, *, per_tenant: int = 4, total: int = 64,
-                 sweep_interval: float = 30.0) -> None:
+                 sweep_interval: float = 30.0, max_backlog: int = 200, max_total: int = 2000) -> None:
         self.service = service
         self.per_tenant = per_tenant
+        self.max_backlog, self.max_total = max_backlog, max_total
+        self._backlog: dict[str, int] = {}  # tenant -> messages waiting for or being answered
+        self._queued = 0
         self.sweep_interval = sweep_interval
         self._total = asyncio.Semaphore(total)
         self._tenants: dict[str, asyncio.Semaphore] = {}
@@ -62,24 +70,49 @@ class AnswerDispatcher:
     def in_flight(self) -> int:
         return len(self._tasks)
 
+    @property
+    def queued(self) -> int:
+        """Messages of every tenant waiting for or being answered (background and web chat)."""
+        return self._queued
+
+    def has_room(self, tenant_id: str) -> bool:
+        return self._queued < self.max_total and self._backlog.get(tenant_id, 0) < self.max_backlog
+
+    def _enter(self, tenant_id: str) -> None:
+        self._backlog[tenant_id] = self._backlog.get(tenant_id, 0) + 1
+        self._queued += 1
+
+    def _leave(self, tenant_id: str) -> None:
+        self._queued -= 1
+        left = self._backlog[tenant_id] - 1
+        if left:
+            self._backlog[tenant_id] = left
+        else:
+            del self._backlog[tenant_id]
+
     # --- work -----------------------------------------------------------------------------
     def submit(self, tenant_id: str, message_id: str, *, status: str = RECEIVED, attempts: int | None = None) -> bool:
-        """Answer in the background. False if it is already queued here or the dispatcher stopped."""
-        if self._closed or message_id in self._pending:
+        """Answer in the background. False if it is already queued here, the backlog is full or the
+        dispatcher stopped (the message stays stored for the recovery sweep)."""
+        if self._closed or message_id in self._pending or not self.has_room(tenant_id):
             return False
         self._pending.add(message_id)
+        self._enter(tenant_id)
         task = asyncio.create_task(self._guarded(tenant_id, message_id, status, attempts), name=f"answer-{message_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._leave(tenant_id))
         return True
 
     async def run(self, tenant_id: str, message_id: str) -> Outcome:
-        """Answer now and wait for it (the web chat), under the same bounds."""
+        """Answer now and wait for it (the web chat), under the same bounds (its door checks `has_room`)."""
         self._pending.add(message_id)
+        self._enter(tenant_id)
         try:
             return await self._bounded(tenant_id, message_id, RECEIVED, None)
         finally:
             self._pending.discard(message_id)
+            self._leave(tenant_id)
 
     async def drain(self) -> None:
         """Wait until nothing is being answered (tests, benchmarks)."""

@@ -49,7 +49,7 @@ class Accepted:
 
 
 def _row(msg: IncomingMessage) -> dict[str, Any]:
-    context: dict[str, Any] = {"route": msg.route, "may_upload": msg.may_upload}
+    context: dict[str, Any] = {"route": msg.route}
     if msg.sent_at is not None:
         context["sent_at"] = msg.sent_at.isoformat()
     if msg.attachments:

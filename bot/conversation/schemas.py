@@ -46,8 +46,16 @@ class IncomingMessage:
     route: dict[str, Any] = field(default_factory=dict)
     sent_at: dt.datetime | None = None  # the vendor's timestamp (reply windows are measured from it)
     attachments: tuple[Attachment, ...] = ()
-    #: False: this sender may not add documents to the tenant's knowledge (the core says so politely).
-    may_upload: bool = True
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the channel knows of a sender: whether they administer the workspace or account the
+    message came through (Slack: installed the app, or a workspace admin or owner), and how it knows.
+    What that allows is the tenant's uploader policy (`tenants.uploaders.decide`)."""
+
+    admin: bool
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -94,4 +102,9 @@ class Channel(Protocol):
 
     def download(self, *, tenant_id: str, route: dict[str, Any], attachment: Attachment) -> AbstractAsyncContextManager[Download]:
         """Open an attachment for streaming. Raises `DeliveryError` or `ParleyError` with a reason."""
+        ...
+
+    async def standing(self, *, tenant_id: str, route: dict[str, Any], sender_id: str) -> Standing:
+        """Does the sender administer the workspace / account? Raises a retryable `DeliveryError`
+        when the vendor could not be asked right now."""
         ...

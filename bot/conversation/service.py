@@ -29,15 +29,18 @@ from bot.conversation import repository as repo
 from bot.conversation.repository import ANSWERED, EXPIRED, FAILED, IGNORED, RECEIVED, Recoverable
 from bot.conversation.priority import AckPriority
 from bot.conversation.retry import RetryPolicy, retrying
-from bot.conversation.schemas import Attachment, Channel, Reply
+from bot.conversation.schemas import Attachment, Channel, Reply, Standing
 from bot.conversation.uploads import StoredFile, UploadIntake, check_download_type
 from bot.metrics import GatewayMetrics
 from bot.models import ConversationTurn, InboundMessage
+from knowledge.audit import Actor
+from knowledge.service import refuse_upload
 from parley.db import unit_of_work, utcnow
 from parley.errors import ParleyError, TooLarge
 from parley.logging import bound
 from retrieval.client import RetrievalClient
 from retrieval.schemas import MAX_MESSAGE_CHARS, MAX_TURNS, QueryRequest, Turn
+from tenants import uploaders
 
 log = logging.getLogger("parley.gateway.conversation")
 
@@ -74,7 +77,7 @@ class _Held:
     sent_at: dt.datetime | None
     received_at: dt.datetime
     attachments: list[Attachment]
-    may_upload: bool
+    sender_id: str
     token: int
     turns: list[ConversationTurn] = field(default_factory=list)
 
@@ -86,7 +89,7 @@ class _Held:
             id=row.id, tenant_id=row.tenant_id, channel=row.channel, conversation_id=row.conversation_id, text=row.text or "",
             route=dict(ctx.get("route") or {}), sent_at=dt.datetime.fromisoformat(sent) if sent else None,
             received_at=row.received_at, attachments=[Attachment.from_json(a) for a in ctx.get("attachments") or []],
-            may_upload=bool(ctx.get("may_upload", True)), token=token,
+            sender_id=row.sender_id or "", token=token,
         )
 
 
@@ -200,16 +203,46 @@ class ConversationService:
         return await self._finish(held, ANSWERED, reply=reply, turns=True)
 
     async def _ingest(self, held: _Held, channel: Channel) -> Outcome:
-        if not held.may_upload:
-            reply = Reply("I can answer questions here, but documents are added by the team that runs me.")
-        else:
-            reply = Reply(await self._take_files(held, channel))
+        actor, refusal = await self._uploader(held, channel)
+        reply = Reply(refusal if actor is None else await self._take_files(held, channel, actor))
         problem = await self._deliver(held, channel, reply)
         if problem is not None:
             return await self._finish_failed(held, problem, reply=reply)
         return await self._finish(held, ANSWERED, reply=reply)
 
-    async def _take_files(self, held: _Held, channel: Channel) -> str:
+    async def _uploader(self, held: _Held, channel: Channel) -> tuple[Actor | None, str]:
+        """The sender as an uploader with their rights, or (None, a polite refusal). The tenant's
+        policy decides (`tenants.uploaders`) from what the channel knows of the sender; a refusal
+        is recorded in the audit log and nothing is downloaded or stored."""
+        checked: str | None = None
+        try:
+            standing = await retrying(
+                lambda: channel.standing(tenant_id=held.tenant_id, route=held.route, sender_id=held.sender_id),
+                policy=self.policy.retry, what=f"{held.channel} sender check")
+        except ParleyError as exc:  # the vendor could not say: only the listed uploaders get through
+            log.warning("could not check who sent the files: %s", exc)
+            standing, checked = Standing(admin=False), exc.message
+        names = [a.name for a in held.attachments]
+        async with unit_of_work(self.sessions, tenant_id=held.tenant_id) as session:
+            permission = await uploaders.decide(session, tenant_id=held.tenant_id, channel=held.channel,
+                                                user_id=held.sender_id, channel_admin=standing.admin,
+                                                admin_reason=standing.why)
+            actor = Actor(held.channel, held.sender_id, may_replace=permission.may_replace)
+            if not permission.may_upload:
+                why = permission.reason if checked is None else f"{permission.reason}; could not check with {held.channel}: {checked}"
+                refuse_upload(session, tenant_id=held.tenant_id, actor=actor, filenames=names, why=why)
+        if permission.may_upload:
+            return actor, ""
+        self.metrics.uploads.labels(held.channel, "refused").inc(len(names))
+        log.info("upload refused", extra={"reason": permission.reason, "files": len(names)})
+        kept = ", ".join(names)
+        if checked is not None:
+            return None, (f"I couldn't check with {held.channel.capitalize()} whether you may add documents, so I "
+                          f"haven't kept {kept}. Please send {'it' if len(names) == 1 else 'them'} again in a few minutes.")
+        return None, (f"I can answer questions here, but documents are added by the team that runs me, so I haven't "
+                      f"kept {kept}. If you are on that team, ask an admin to add you as an uploader.")
+
+    async def _take_files(self, held: _Held, channel: Channel, actor: Actor) -> str:
         limit = await self.intake.limit_for(held.tenant_id)
         stored: list[StoredFile] = []
         problems: list[str] = []
@@ -229,9 +262,14 @@ class ConversationService:
         if stored:
             notify = {"channel": held.channel, **held.route}
             submission = await self.intake.submit(held.tenant_id, source=held.channel, files=stored, notify=notify,
-                                                  description=f"{len(stored)} files sent in a {held.channel} DM")
+                                                  description=f"{len(stored)} files sent in a {held.channel} DM",
+                                                  actor=actor)
             new = [f.name for f in submission.files if f.created]
-            known = [f for f in submission.files if not f.created]
+            known = [f for f in submission.files if not f.created and not f.refused]
+            for f in submission.files:
+                if f.refused:
+                    self.metrics.uploads.labels(held.channel, "refused").inc()
+                    problems.append(f"I haven't replaced {f.name}: {f.refused}.")
             if new:
                 lines.append(f"received {', '.join(new)}, indexing. I'll tell you here when {'it is' if len(new) == 1 else 'they are'} ready.")
             for f in known:

@@ -6,11 +6,15 @@ registry claims (`parley.formats`: the built-in formats plus those of the parser
 at start-up, so the gateway accepts exactly what the document worker reads). Then the bytes
 stream into the blob store under the tenant's size limit (refused the moment the limit is
 passed), and `parley.documents.submit_upload` records the document and stages
-``document.uploaded`` in one transaction. Several files at once become one job.
+``document.uploaded`` in one transaction. Several files at once become one job. Who may
+upload at all is decided before (`tenants.uploaders`); a new version of someone else's document
+is refused by `submit_upload`, and a file that does not become a document is discarded
+(`UploadIntake.discard`): no blob is left without a document.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import mimetypes
 from collections.abc import AsyncIterable, AsyncIterator
@@ -21,6 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.blobs import BlobStore, StoredBlob
 from parley.db import unit_of_work
+from knowledge.audit import Actor
+from knowledge.repository import DocumentRepository
 from knowledge.service import create_job, submit_upload
 from parley.errors import InvalidInput, TooLarge, UnsupportedType
 from parley.formats import FormatRegistry, base_type
@@ -58,6 +64,8 @@ class SubmittedFile:
     name: str
     status: str
     created: bool
+    #: Why it was not taken (a new version of someone else's document); its blob is discarded.
+    refused: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,32 +97,58 @@ class UploadIntake:
                     declared_size: int | None = None) -> StoredBlob:
         blob = await self.blobs.put_stream(tenant_id, chunks, max_bytes=max_bytes)
         if declared_size is not None and blob.size != declared_size:
-            await self.blobs.delete(tenant_id, blob.key)
+            await self.discard(tenant_id, [blob])
             raise InvalidInput(f"{name}: received {blob.size:,} bytes but the file has {declared_size:,}; the download was not the file")
         if blob.size == 0:
-            await self.blobs.delete(tenant_id, blob.key)
+            await self.discard(tenant_id, [blob])
             raise InvalidInput(f"{name} is empty")
         return blob
 
     async def submit(self, tenant_id: str, *, source: str, files: list[StoredFile], notify: dict[str, Any] | None,
-                     description: str) -> Submission:
-        """One document per file, one job when there are several; published after the commit."""
+                     description: str, actor: Actor) -> Submission:
+        """One document per file, one job when there are several; published after the commit.
+
+        ``actor`` sent them (with the rights the tenant's uploader policy gave them). A file that
+        is not taken (refused, or the whole submission failed) leaves no blob behind."""
         if not files:
             raise InvalidInput("no file to submit")
-        async with unit_of_work(self.sessions, tenant_id=tenant_id) as session:
-            job_id = None
-            if len(files) > 1:
-                job = await create_job(session, tenant_id=tenant_id, kind="documents", total=len(files),
-                                       description=description, notify=notify)
-                job_id = job.id
-            out = []
-            for f in files:
-                submitted = await submit_upload(session, tenant_id=tenant_id, source=source, filename=f.name,
-                                                declared_mime=f.mime_type, blob=f.blob, job_id=job_id,
-                                                # items of a job speak through the job's report
-                                                notify=notify if job_id is None else None)
-                out.append(SubmittedFile(submitted.document.id, f.name, submitted.document.status.value, submitted.created))
+        try:
+            async with unit_of_work(self.sessions, tenant_id=tenant_id) as session:
+                job_id = None
+                if len(files) > 1:
+                    job = await create_job(session, tenant_id=tenant_id, kind="documents", total=len(files),
+                                           description=description, notify=notify)
+                    job_id = job.id
+                out = []
+                for f in files:
+                    submitted = await submit_upload(session, tenant_id=tenant_id, source=source, filename=f.name,
+                                                    declared_mime=f.mime_type, blob=f.blob, job_id=job_id, actor=actor,
+                                                    # items of a job speak through the job's report
+                                                    notify=notify if job_id is None else None)
+                    out.append(SubmittedFile(submitted.document.id, f.name, submitted.document.status.value,
+                                             submitted.created, submitted.refused))
+        except BaseException:
+            await asyncio.shield(self.discard(tenant_id, [f.blob for f in files]))
+            raise
+        await self.discard(tenant_id, [f.blob for f, s in zip(files, out, strict=True) if s.refused])
         return Submission(out, job_id)
+
+    async def discard(self, tenant_id: str, blobs: list[StoredBlob]) -> None:
+        """Delete stored files that did not become documents. Blobs are content-addressed, so one
+        that a document points at (the same bytes uploaded before) is kept; when that cannot be
+        checked (the database is down), every one is kept: a stray file beats a broken document."""
+        keys = sorted({b.key for b in blobs})
+        if not keys:
+            return
+        try:
+            async with unit_of_work(self.sessions, tenant_id=tenant_id) as session:
+                used = await DocumentRepository(session, tenant_id).blob_keys_in_use(keys)
+        except Exception:
+            log.warning("could not check which uploaded files are in use; keeping %d", len(keys), exc_info=True)
+            return
+        for key in keys:
+            if key not in used:
+                await self.blobs.delete(tenant_id, key)
 
 
 async def capped(chunks: AsyncIterable[bytes], max_bytes: int, name: str) -> AsyncIterator[bytes]:

@@ -36,5 +36,6 @@ def build_document_consumer(context: WorkerContext, *, prefetch: int = 2) -> Con
     deps = IndexingDeps(sessions=context.sessions, blobs=BlobStore(settings.effective_blob_dir),
                         embedder=context.embedder, index=context.index,
                         max_member_bytes=settings.max_upload_bytes, parse_time_limit_s=settings.parse_time_limit_seconds,
+                        max_archive_bytes=settings.effective_archive_max_unpacked_bytes,
                         parse_memory_limit_mb=settings.parse_memory_limit_mb, parser_plugins=settings.parser_plugin_paths)
     return document_consumer(deps, context.broker, max_attempts=settings.max_attempts, prefetch=prefetch)

@@ -4,6 +4,11 @@ Every error has a stable machine `code`, a `message` a person can read (never a
 traceback; a fragment that composes: "Couldn't index report.pdf: PDF is password-protected")
 and a `retryable` flag: True only when the same file may succeed later
 (the machine was short of resources), False when the file itself is the problem.
+
+A ZIP archive of documents is unpacked by the worker, not parsed (`archive.py`); it fails with a
+`parley.bus.Permanent` of its own codes: archive_bomb (compressed past 100:1, per member or as a
+whole), archive_too_large (more than 2,000 files, or unpacking past PARLEY_ARCHIVE_MAX_UNPACKED_BYTES),
+archive_damaged, archive_empty, parse_timeout (unpacking past the parse time limit).
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ from parley.blobs import BlobStore
 from parley.bus import Envelope, Failure, Permanent, Retryable, stage
 from parley.bus.contracts import NOTICE_REQUESTED, QUEUE_NOTIFICATIONS, NoticeRequested
 from parley.db import unit_of_work, utcnow
+from knowledge import audit
+from knowledge.audit import SYSTEM, Actor
+from knowledge.models import KnowledgeAction
 from knowledge.repository import DocumentRepository
 from knowledge.service import finish_job_item, job_report
 from parley.embeddings import Embedder
@@ -51,6 +54,8 @@ class IndexingDeps:
     parser_plugins: tuple[str, ...] = ()
     #: Largest member of an uploaded ZIP archive that is queued as a document.
     max_member_bytes: int = 25 * 1024 * 1024
+    #: Most bytes one archive may unpack to, every member together (PARLEY_ARCHIVE_MAX_UNPACKED_BYTES).
+    max_archive_bytes: int = 100 * 1024 * 1024
 
 
 def chunk_id(tenant_id: str, document_id: str, ordinal: int) -> str:
@@ -125,6 +130,12 @@ async def index_document(deps: IndexingDeps, session: AsyncSession, *, tenant_id
             await session.execute(delete(Chunk).where(Chunk.tenant_id == tenant_id, Chunk.document_id == old.id))
             old.status = DocumentStatus.deleted
             old.chunk_count = 0
+            # In the audit log with the change: whoever queued this version (its uploader, or who
+            # restored it) replaced the old one.
+            by = (await audit.KnowledgeEventRepository(session, tenant_id).queued_by(document.id)
+                  or Actor.from_json(document.uploader) or SYSTEM)
+            audit.record(session, tenant_id=tenant_id, action=KnowledgeAction.replaced, actor=by,
+                         filename=document.filename, document_id=document.id, replaced_document_id=old.id)
     document.status = DocumentStatus.indexed
     document.chunk_count = len(chunks)
     document.error = document.error_code = None
@@ -148,8 +159,9 @@ async def index_document(deps: IndexingDeps, session: AsyncSession, *, tenant_id
 
 async def _expand(deps: IndexingDeps, session: AsyncSession, document: Document, data: bytes) -> int:
     """An uploaded ZIP: its members become documents of one job; the archive itself ends indexed."""
-    queued, skipped = await archive.expand_archive(session, deps.blobs, document, data,
-                                                   max_member_bytes=deps.max_member_bytes)
+    limits = archive.ArchiveLimits(max_member_bytes=deps.max_member_bytes, max_total_bytes=deps.max_archive_bytes,
+                                   time_limit_s=deps.parse_time_limit_s)
+    queued, skipped = await archive.expand_archive(session, deps.blobs, document, data, limits=limits)
     document.status = DocumentStatus.indexed
     document.chunk_count = 0
     document.error = document.error_code = None

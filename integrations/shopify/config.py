@@ -27,6 +27,8 @@ from typing import Any
 
 DEFAULT_API_VERSION = "2026-10"
 DEFAULT_SCOPES = ("read_products",)
+#: The longest an install link may live (it was the default, when links were reusable).
+MAX_INSTALL_LINK_TTL = 7 * 24 * 3600
 
 
 def _get(settings: Any, environ: Mapping[str, str], name: str) -> Any:
@@ -66,8 +68,13 @@ class ShopifyConfig:
     max_throttle_wait: float = 60.0
     #: Attempts for 5xx answers and connection errors before the error is raised as retryable.
     transient_attempts: int = 4
-    install_link_ttl: float = 7 * 24 * 3600
+    #: An install link is single use and lives this long by default (``parley shopify link --ttl``,
+    #: at most `MAX_INSTALL_LINK_TTL`).
+    install_link_ttl: float = 24 * 3600
     state_ttl: float = 15 * 60
+    #: A webhook whose ``X-Shopify-Triggered-At`` is older than this is refused as a replay: Shopify
+    #: retries a delivery 8 times over 4 hours, with the original trigger time.
+    webhook_max_age: float = 6 * 3600
 
     @property
     def configured(self) -> bool:

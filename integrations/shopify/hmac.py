@@ -8,8 +8,12 @@
   ``X-Shopify-Hmac-Sha256`` header.
 * Shop names: ``<name>.myshopify.com`` only (``^[a-zA-Z0-9][a-zA-Z0-9\\-]*\\.myshopify\\.com$``),
   the same rule as ShopifyAPI's ``sanitize_shop_domain``, which also completes a bare ``my-shop``.
-* Install links: our own signature (tenant id and expiry, hex HMAC-SHA256) so ``/shopify/install``
-  knows which tenant a merchant is connecting without a login.
+* Install links: our own signature (tenant id, link id and expiry, hex HMAC-SHA256) so
+  ``/shopify/install`` knows which tenant a merchant is connecting without a login; the link id
+  lets the gateway spend a link once.
+
+Every ``verify_*`` is total: whatever text a stranger sends (non-ASCII, aiohttp's stand-ins for
+invalid UTF-8, empty, huge) it returns False, never raises.
 """
 
 from __future__ import annotations
@@ -29,8 +33,17 @@ SHOP_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-]*\.myshopify\.com$")
 _SKIP = ("hmac", "signature")
 
 
+def _bytes(text: str | bytes) -> bytes:
+    """Any text as bytes without raising (lone surrogates, from invalid UTF-8 in a header, kept)."""
+    return text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+
+
+def _equal(expected: str, given: str) -> bool:
+    return _hmac.compare_digest(_bytes(expected), _bytes(given))
+
+
 def _key(secret: str | bytes) -> bytes:
-    return secret.encode() if isinstance(secret, str) else secret
+    return _bytes(secret)
 
 
 def _pairs(params: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> Iterable[str]:
@@ -60,7 +73,7 @@ def oauth_message(params: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> str:
 
 
 def oauth_hmac(params: Mapping[str, Any] | Iterable[tuple[str, Any]], secret: str | bytes) -> str:
-    return _hmac.new(_key(secret), oauth_message(params).encode(), hashlib.sha256).hexdigest()
+    return _hmac.new(_key(secret), _bytes(oauth_message(params)), hashlib.sha256).hexdigest()
 
 
 def verify_oauth_hmac(params: Mapping[str, Any] | Iterable[tuple[str, Any]], secret: str | bytes) -> bool:
@@ -70,7 +83,7 @@ def verify_oauth_hmac(params: Mapping[str, Any] | Iterable[tuple[str, Any]], sec
     if len(given) != 1 or not secret:
         return False
     expected = oauth_hmac(pairs, secret)
-    return _hmac.compare_digest(expected.encode(), given[0].strip().lower().encode())
+    return _equal(expected, given[0].strip().lower())
 
 
 def webhook_hmac(body: bytes, secret: str | bytes) -> str:
@@ -81,7 +94,7 @@ def verify_webhook_hmac(body: bytes, header: str | None, secret: str | bytes) ->
     if not header or not secret or body is None:
         return False
     expected = webhook_hmac(body, secret)
-    return _hmac.compare_digest(expected.encode(), header.strip().encode())
+    return _equal(expected, header.strip())
 
 
 def is_valid_shop(shop: str | None) -> bool:
@@ -106,22 +119,23 @@ def normalize_shop(shop: str | None) -> str:
 # --- install links ------------------------------------------------------------------------
 
 
-def _link_message(tenant_id: str, expires: int) -> bytes:
-    return f"parley-shopify-install\n{tenant_id}\n{expires}".encode()
+def _link_message(tenant_id: str, expires: int, link_id: str) -> bytes:
+    return _bytes(f"parley-shopify-install/v2\n{tenant_id}\n{expires}\n{link_id}")
 
 
-def sign_install_link(key: bytes, tenant_id: str, expires: int) -> str:
-    return _hmac.new(key, _link_message(tenant_id, expires), hashlib.sha256).hexdigest()
+def sign_install_link(key: bytes, tenant_id: str, expires: int, link_id: str) -> str:
+    return _hmac.new(key, _link_message(tenant_id, expires, link_id), hashlib.sha256).hexdigest()
 
 
-def verify_install_link(key: bytes, tenant_id: str, expires: str | int, signature: str, *, now: float | None = None) -> bool:
-    try:
-        expires_at = int(expires)
-    except (TypeError, ValueError):
+def verify_install_link(key: bytes, tenant_id: str, expires: str | int, signature: str, link_id: str, *,
+                        now: float | None = None) -> bool:
+    """True for a link we signed that has not expired (whether it was used is the gateway's to say)."""
+    if not tenant_id or not signature or not link_id or not isinstance(expires, (str, int)):
         return False
-    if not tenant_id or not signature:
+    if isinstance(expires, str) and not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
         return False
-    expected = sign_install_link(key, tenant_id, expires_at)
-    if not _hmac.compare_digest(expected.encode(), signature.strip().lower().encode()):
+    expires_at = int(expires)
+    expected = sign_install_link(key, tenant_id, expires_at, link_id)
+    if not _equal(expected, signature.strip().lower()):
         return False
     return expires_at >= (time.time() if now is None else now)

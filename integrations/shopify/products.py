@@ -186,8 +186,8 @@ def gid_to_int(value: Any) -> int:
     text = str(value or "").strip()
     if text.startswith("gid://"):
         text = text.rsplit("/", 1)[-1].split("?", 1)[0]
-    if not text.isdigit():
-        raise InvalidInput(f"not a Shopify id: {value!r}")
+    if not (text.isascii() and text.isdigit() and len(text) <= 20):  # "²".isdigit() is True; int() refuses it
+        raise InvalidInput(f"not a Shopify id: {str(value)[:40]!r}")
     return int(text)
 
 

@@ -87,7 +87,9 @@ def embedder() -> Any:
 class ScriptedRetrieval:
     """An HTTP front for the real retrieval service (``POST /v1/query``), for the gateway's real
     `HttpRetrievalClient`: it records requests, can hold them at a gate, answer 503 for a scripted
-    outage, or replace an answer's text; everything else is the real service's response."""
+    outage, or replace an answer's text; everything else is the real service's response. The
+    gateway's ``Authorization`` header is passed on: the real service refuses a request without
+    its service token."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
@@ -95,6 +97,7 @@ class ScriptedRetrieval:
         self.gate.set()
         self.started = asyncio.Event()
         self.requests: list[QueryRequest] = []
+        self.authorizations: list[str | None] = []  # each request's Authorization header, passed on upstream
         self.texts: dict[str, str] = {}
         self.failures = 0
         self.http: ClientSession | None = None
@@ -108,6 +111,7 @@ class ScriptedRetrieval:
         body = await request.read()
         req = QueryRequest.model_validate_json(body)
         self.requests.append(req)
+        self.authorizations.append(request.headers.get("Authorization"))
         self.started.set()
         await self.gate.wait()
         if self.failures:
@@ -115,7 +119,10 @@ class ScriptedRetrieval:
             return web.json_response({"error": "unavailable", "detail": "retrieval is down (scripted)"}, status=503)
         if self.http is None:
             self.http = ClientSession()
-        async with self.http.post(f"{self.upstream}/v1/query", data=body, headers={"Content-Type": "application/json"}) as r:
+        headers = {"Content-Type": "application/json"}
+        if "Authorization" in request.headers:  # the real service checks the gateway's service token
+            headers["Authorization"] = request.headers["Authorization"]
+        async with self.http.post(f"{self.upstream}/v1/query", data=body, headers=headers) as r:
             status, data = r.status, await r.read()
         if status == 200 and req.message in self.texts:
             response = QueryResponse.model_validate_json(data).model_copy(update={"answer": self.texts[req.message]})

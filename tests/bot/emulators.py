@@ -1,6 +1,7 @@
 """Local HTTP servers that speak the vendor APIs the gateway calls (never patches of our code).
 
-`SlackEmulator`: ``auth.test``, ``chat.postMessage``, ``files.info``, ``oauth.v2.access`` and
+`SlackEmulator`: ``auth.test``, ``chat.postMessage``, ``files.info``, ``users.info`` (the
+documented user object; ``missing_scope`` for a token without users:read), ``oauth.v2.access`` and
 file downloads under ``/files-pri/`` that check the bot token like Slack does - a bad token gets
 an HTML login page with status 200. Failures can be scripted per method (429 + Retry-After, 500,
 ``ok: false`` errors).
@@ -56,6 +57,10 @@ class SlackEmulator:
         self.file_tokens: set[str] = set()
         self.files: dict[str, tuple[bytes, str]] = {}
         self.file_info: dict[str, dict[str, Any]] = {}
+        #: user id -> the user object users.info returns
+        self.users: dict[str, dict[str, Any]] = {}
+        #: tokens without the users:read scope
+        self.no_users_read: set[str] = set()
         self.oauth_codes: dict[str, dict[str, Any]] = {}
         self.posted: list[dict[str, Any]] = []
         self.calls: dict[str, int] = defaultdict(int)
@@ -74,6 +79,20 @@ class SlackEmulator:
                               "user": "parley", "url": "https://test.slack.com/", "is_enterprise_install": False}
         if files:
             self.file_tokens.add(token)
+
+    def add_user(self, user_id: str, *, team_id: str, name: str = "", admin: bool = False, owner: bool = False,
+                 guest: bool = False, deleted: bool = False) -> dict[str, Any]:
+        """A workspace member as users.info describes one (api.slack.com/methods/users.info)."""
+        name = name or user_id.lower()
+        self.users[user_id] = {
+            "id": user_id, "team_id": team_id, "name": name, "deleted": deleted, "color": "9f69e7", "real_name": name.title(),
+            "tz": "Europe/Berlin", "tz_label": "Central European Time", "tz_offset": 3600,
+            "profile": {"real_name": name.title(), "display_name": name, "real_name_normalized": name.title(),
+                        "display_name_normalized": name, "email": f"{name}@example.com", "team": team_id},
+            "is_admin": admin or owner, "is_owner": owner, "is_primary_owner": False, "is_restricted": guest,
+            "is_ultra_restricted": False, "is_bot": False, "updated": 1502138686, "is_app_user": False, "has_2fa": False,
+        }
+        return self.users[user_id]
 
     def fail(self, method: str, status: int, body: dict[str, Any] | None = None, **headers: str) -> None:
         self.script[method].append(Scripted(status, body or {"ok": False, "error": "internal_error"}, headers))
@@ -100,6 +119,11 @@ class SlackEmulator:
                 self.posted.append({**params, "token": token})
                 self._posted.notify_all()
             return web.json_response({"ok": True, "channel": params.get("channel"), "ts": f"{len(self.posted)}.000100"})
+        if method == "users.info":
+            if token in self.no_users_read:
+                return json_response_missing_scope("users:read")
+            user = self.users.get(str(params.get("user")))
+            return web.json_response({"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"})
         if method == "files.info":
             info = self.file_info.get(str(params.get("file")))
             return web.json_response({"ok": True, "file": info} if info else {"ok": False, "error": "file_not_found"})
@@ -120,6 +144,11 @@ class SlackEmulator:
         async with self._posted:
             await asyncio.wait_for(self._posted.wait_for(lambda: len(self.posted) >= n), timeout)
         return list(self.posted)
+
+
+def json_response_missing_scope(needed: str) -> web.Response:
+    return web.json_response({"ok": False, "error": "missing_scope", "needed": needed,
+                              "provided": "chat:write,im:history,im:read,files:read"})
 
 
 class GraphEmulator:

@@ -16,6 +16,7 @@ from bot.channels.instagram.channel import split_message
 from parley.db import unit_of_work
 from knowledge.models import Document
 from tests.bot.conftest import IG_ACCOUNT, IG_UPLOADER, META_SECRET, Stack, fixture, meta_headers
+from tests.bot.file_hosts import FileHost
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -163,3 +164,25 @@ async def test_documents_from_the_shop_are_ingested_and_from_customers_politely_
     replies = {s["recipient"]["id"]: s["message"]["text"] for s in stack.graph.sent}
     assert replies[IG_UPLOADER].startswith("received size-guide.pdf, indexing")
     assert "documents are added by the team" in replies["IGSID-CUSTOMER-9"]
+
+
+async def test_an_attachment_linking_into_our_network_is_refused_and_never_fetched(stack: Stack) -> None:
+    # Given a server inside our network (127.0.0.1, but not the Graph origin the gateway was configured
+    # with) holding a document, and a webhook signed by Meta whose attachment links to it
+    internal = await FileHost().start()
+    internal.files["cdn/payroll.pdf"] = (b"%PDF-1.4\n% salaries\n", "application/pdf")
+    event = text_event("", sender=IG_UPLOADER)
+    event["message"].pop("text")
+    event["message"]["attachments"] = [{"type": "file", "payload": {"url": internal.url("cdn/payroll.pdf")}}]
+    try:
+        # When it arrives from the shop's own uploader
+        assert (await stack.post_instagram(envelope((IG_ACCOUNT, [event])))).status == 200
+        await stack.settle()
+    finally:
+        await internal.close()
+    # Then the link was never followed, nothing was stored or queued, and the uploader is told why
+    assert internal.seen == []
+    async with unit_of_work(stack.sessions, admin=True) as session:
+        assert (await session.execute(select(Document))).scalars().all() == []
+    [reply] = [s["message"]["text"] for s in stack.graph.sent if s["recipient"]["id"] == IG_UPLOADER]
+    assert reply == "could not take payroll.pdf: the Instagram file link is not https; refusing to fetch it"

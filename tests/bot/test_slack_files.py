@@ -9,13 +9,18 @@ import uuid
 from typing import Any
 
 import pytest
+from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select
 
+from bot.channels.downloads import Downloader, DownloadRefused
+from bot.channels.slack.channel import SlackChannel
+from bot.conversation.schemas import Attachment
 from parley.bus import Envelope
 from parley.db import unit_of_work
 from knowledge.models import Document, Job
 from parley.bus.models import OutboxMessage
 from tests.bot.conftest import TEAM, Stack, fixture
+from tests.bot.file_hosts import FileHost
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -141,3 +146,46 @@ async def test_several_files_in_one_message_become_one_job(stack: Stack) -> None
         job = (await session.execute(select(Job))).scalar_one()
     assert job.total == 2 and job.notify["channel_id"] == "D0442US94JD"
     assert stack.slack.posted[0]["text"].startswith("received shipping.txt, returns.txt, indexing")
+
+
+async def test_a_file_link_on_another_port_of_the_api_host_never_gets_the_token(stack: Stack) -> None:
+    # Given a file_share whose download link is on the Slack API's host (127.0.0.1 here), but on another
+    # port, in plain http: a server that would love the workspace's bot token
+    other = await FileHost().start()
+    other.files["files-pri/T1-F1/download/namenamename.txt"] = (b"hug a kitten", "text/plain")
+    payload = file_share(stack)
+    for f in payload["event"]["files"]:
+        f["url_private"] = f["url_private_download"] = other.url("files-pri/T1-F1/download/namenamename.txt")
+    try:
+        # When it arrives
+        assert (await stack.post_slack(payload)).status == 200
+        await stack.settle()
+    finally:
+        await other.close()
+    # Then that server was never asked for anything (so never saw the token), nothing is stored, and the user knows why
+    assert other.seen == []
+    assert await _documents(stack) == []
+    [posted] = stack.slack.posted
+    assert posted["text"] == "could not take namenamename.txt: the Slack file link is not https; refusing to fetch it"
+
+
+async def test_the_token_never_goes_over_http_to_the_api_host(stack: Stack) -> None:
+    # Given a Slack channel whose API is https on this host (as https://slack.com/api/ is in production),
+    # and a file link to the same host and port in plain http, where a server is listening
+    listener = await FileHost().start()
+    api = listener.url("api/", host="localhost", scheme="https")
+    downloads = Downloader(trusted_urls=[api])
+    channel = SlackChannel(client=AsyncWebClient(base_url=api), directory=stack.gw.directory, downloads=downloads)
+    link = listener.url("files-pri/T1-F1/download/notes.txt", host="localhost")
+    try:
+        # When the file is downloaded
+        with pytest.raises(DownloadRefused) as refused:
+            async with channel.download(tenant_id=stack.tenant_id, route={"team": TEAM},
+                                        attachment=Attachment(name="notes.txt", ref={"url": link})):
+                pass
+    finally:
+        await downloads.close()
+        await listener.close()
+    # Then it is refused before anything is sent: no request, so no token in clear
+    assert "not https" in refused.value.message
+    assert listener.seen == []

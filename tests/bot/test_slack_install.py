@@ -92,3 +92,34 @@ async def test_forged_or_missing_install_links_and_states_are_refused(stack: Sta
     assert len(rows) == 1  # only the seeded workspace
     # And the install link needs an API key
     assert (await stack.client.get("/api/slack/install-link")).status == 401
+
+
+@pytest.mark.parametrize("db_backend", ["postgres"])
+async def test_an_install_link_installs_one_workspace_once(stack: Stack) -> None:
+    # Given one install link for "other", a day long, opened twice before either install finishes
+    got = await (await stack.client.get("/api/slack/install-link", headers={"Authorization": f"Bearer {stack.other_api_key}"})).json()
+    assert got["expires_in"] == 24 * 3600 and got["single_use"] is True
+    path = got["url"].removeprefix("http://gateway.test")
+    states = []
+    for _ in range(2):
+        start = await stack.client.get(path, allow_redirects=False)
+        assert start.status == 302
+        states.append(parse_qs(urlsplit(start.headers["Location"]).query)["state"][0])
+    # When the first round trip comes back from Slack, Then the workspace is installed
+    _grant(stack, "code-1")
+    copycat = {**stack.slack.oauth_codes["code-1"], "team": {"id": "T0COPYCAT", "name": "Copycat"}}
+    first = await stack.client.get(f"/slack/oauth_redirect?code=code-1&state={states[0]}",
+                                   headers={"Cookie": f"slack-app-oauth-state={states[0]}"})
+    assert first.status == 200
+    # When the second one comes back (a copy of the link, another workspace), Then nothing is installed
+    stack.slack.oauth_codes["code-2"] = copycat
+    second = await stack.client.get(f"/slack/oauth_redirect?code=code-2&state={states[1]}",
+                                    headers={"Cookie": f"slack-app-oauth-state={states[1]}"})
+    assert second.status == 401
+    async with unit_of_work(stack.sessions, admin=True) as session:
+        teams = (await session.execute(select(ChannelInstallation.external_id).where(
+            ChannelInstallation.kind == ChannelKind.slack))).scalars().all()
+    assert sorted(teams) == sorted(["T043DB835ML", NEW_TEAM])
+    # And the link, opened again, says it was used
+    again = await stack.client.get(path, allow_redirects=False)
+    assert again.status == 403 and "already used" in (await again.json())["detail"]

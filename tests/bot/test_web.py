@@ -1,12 +1,18 @@
 """Web chat and the admin API: API-key login, chat through the same conversation core, uploads
-(streamed, capped, typed), status, tenant isolation, health and metrics."""
+(streamed, capped, typed), status, tenant isolation, health and metrics; the chat page's headers and
+its sign-in through the dashboard's cookie session (over HTTP and in a real browser)."""
 
 from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
 
 import pytest
 from aiohttp import FormData
 
 from tests.bot.conftest import Stack, dm, eventually
+from tests.bot.test_admin import Browser
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -146,3 +152,85 @@ async def test_health_readiness_and_metrics(stack: Stack) -> None:
     assert "parley_gateway_ack_seconds_bucket" in text and "parley_gateway_answer_seconds_count" in text
     missing = await stack.client.get("/no/such/path")
     assert missing.status == 404 and (await missing.json())["error"] == "not_found"
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"])
+async def test_the_chat_page_has_the_dashboards_headers_and_no_key_in_script(stack: Stack) -> None:
+    # When the chat page and its script and style are fetched
+    responses = {path: await stack.client.get(path) for path in ("/chat", "/chat/static/chat.js", "/chat/static/chat.css")}
+    page = await responses["/chat"].text()
+    script = await responses["/chat/static/chat.js"].text()
+    # Then each carries the dashboard's headers: a CSP without inline script, no framing, no sniffing
+    for path, response in responses.items():
+        assert response.status == 200, path
+        csp = response.headers.get("Content-Security-Policy", "")
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp, path
+        assert response.headers.get("X-Frame-Options") == "DENY", path
+        assert response.headers.get("X-Content-Type-Options") == "nosniff", path
+    assert responses["/chat/static/chat.js"].content_type.endswith("javascript")  # nosniff needs a script type
+    # And the page runs no inline script or style (the CSP would block them), and keeps no key in storage
+    assert re.findall(r"<script[^>]*>", page) == ['<script src="/chat/static/chat.js">'] and "<style" not in page
+    assert "Authorization" not in script and "parley-key" not in script
+    assert "/admin/login?next=/chat" in page and "/admin/api/chat" in script and "X-CSRF-Token" in script
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"])
+async def test_the_chat_page_signs_in_with_the_dashboards_cookie_session(stack: Stack) -> None:
+    # Given a person who opens /chat and follows its sign-in link, like the page's script
+    person = Browser(stack)
+    try:
+        form = await person.request("GET", "/admin/login?next=/chat")
+        assert 'name="next" value="/chat"' in await form.text()
+        # When they sign in there with the tenant's API key
+        signed_in = await person.login(stack.api_key, next_="/chat")
+        # Then they are sent back to the chat page with an HttpOnly, SameSite=Strict session cookie
+        assert (signed_in.status, signed_in.headers["Location"]) == (303, "/chat")
+        cookie = signed_in.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and stack.api_key not in cookie
+        # When the page asks, with the session but without its CSRF token, and then with it
+        person.csrf = (await person.json("GET", "/admin/api/session"))["csrf"]
+        ask = {"message": "What is your returns policy?", "conversation_id": "page"}
+        forged = await person.request("POST", "/admin/api/chat", json=ask, csrf=False)
+        answered = await person.json("POST", "/admin/api/chat", json=ask)
+        # Then only the request carrying the token is answered
+        assert forged.status == 403 and (await forged.json())["error"] == "forbidden"
+        assert answered["status"] == "answered" and answered["answer"]
+    finally:
+        await person.close()
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("db_backend", ["sqlite"])
+async def test_the_chat_page_works_in_a_browser_under_its_csp(stack: Stack) -> None:
+    from tests.support.browser import chromium_paths, start_chromium
+
+    chromium_paths()  # skips when there is no headless browser here
+    driver = await asyncio.to_thread(start_chromium)
+    base = str(stack.client.make_url("")).rstrip("/")
+    try:
+        # When a person opens the chat page, signs in with the key, and asks a question
+        storage = await asyncio.to_thread(_chat_in_browser, driver, base, stack.api_key)
+    finally:
+        await asyncio.to_thread(driver.quit)
+    # Then the answer arrived through the session (the script ran under the CSP), and no script holds the key
+    assert storage["answer"] and not storage["answer"].startswith("Error")
+    assert stack.api_key not in storage["session"] + storage["local"] + storage["cookie"]
+
+
+def _chat_in_browser(driver: Any, base: str, api_key: str) -> dict[str, str]:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(driver, 60, poll_frequency=0.1)  # a bound for a loaded machine, not a measurement
+    driver.get(f"{base}/chat")
+    wait.until(ec.url_contains("/admin/login"))  # the page's script sends a signed-out person to the sign-in
+    wait.until(ec.visibility_of_element_located((By.ID, "api_key"))).send_keys(api_key)
+    driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
+    wait.until(ec.url_to_be(f"{base}/chat"))
+    wait.until(ec.visibility_of_element_located((By.ID, "question"))).send_keys("What is your returns policy?")
+    driver.find_element(By.CSS_SELECTOR, "#chat-form button").click()
+    answer = wait.until(lambda d: next((e.text for e in d.find_elements(By.CSS_SELECTOR, ".msg.bot, .msg.err")), None))
+    return {"answer": answer, "session": driver.execute_script("return JSON.stringify(sessionStorage)"),
+            "local": driver.execute_script("return JSON.stringify(localStorage)"),
+            "cookie": driver.execute_script("return document.cookie")}

@@ -6,6 +6,7 @@ behind them; `parley dlq list` shows them and `parley dlq replay` re-queues one 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from parley.bus import Envelope
 from knowledge.models import DocumentStatus
 from tests.faults.conftest import FaultStack
 from tests.faults.support import audit, broker_ids, eventually, parley_cli, queue_depths
-from tests.ingestion.samples import blank_pdf, build_zip, zip_bomb_docx
+from tests.ingestion.samples import amplifying_zip, blank_pdf, build_zip, zip_bomb_docx
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -33,6 +34,8 @@ POISON = {
                   "the document parser crashed (SIGSEGV)"),
     "bomb.docx": (zip_bomb_docx(expanded_mb=20), "archive_too_large", "only a zip bomb does"),
     "bomb.zip": (build_zip({"bomb.txt": b"\0" * (20 * 1024 * 1024)}), "archive_bomb", "only a zip bomb does"),
+    # the attack review's archive: 24 members of 8 MB in 198 KB, each member under the per-member ratio check
+    "amplify.zip": (amplifying_zip(members=24, member_mb=8), "archive_bomb", "as a whole, which only a zip bomb does"),
     "empty.txt": (b"", "empty_file", "the file is empty"),
     "scan.pdf": (blank_pdf(), "pdf_no_text", "PDF has no extractable text"),
 }
@@ -74,6 +77,12 @@ async def test_poison_is_dead_lettered_with_reasons_and_the_queue_keeps_flowing(
         assert words in (doc.error or "") and "Traceback" not in (doc.error or ""), (name, doc.error)
         assert doc.attempts == (ATTEMPTS if name in RETRIED else 1), (name, doc.attempts)
     assert "Word document" not in (docs[ids["bomb.zip"]].error or ""), "a .zip is not a Word document"
+    # And the archives wrote nothing: the blob store holds the uploaded files and not one unpacked member
+    # (unpacked, amplify.zip alone would have added 192 MB; an archive may unpack to 100 MB at most)
+    stored = {p.name: p.stat().st_size for p in (stack.blobs.root / stack.tenant_id).rglob("*") if p.is_file()}
+    uploaded = [content for content, _, _ in POISON.values()] + [b"# Hours\n\nThe shop opens at 9:00 on weekdays.\n"]
+    assert set(stored) == {hashlib.sha256(content).hexdigest() for content in uploaded}
+    assert sum(stored.values()) < 100 * 1024 * 1024
     # And the dead letters say the same, with the attempt history; retries waited for the delay tiers
     dead = {Envelope.from_bytes(row.body).payload["document_id"]: row for row in result.dead}
     assert set(dead) == set(ids.values())

@@ -83,6 +83,16 @@ def build_zip(members: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
+def amplifying_zip(members: int = 24, member_mb: int = 8) -> bytes:
+    """The attack review's archive: ``members`` distinct members of ``member_mb`` MB that compress ~1000:1
+    each (24 x 8 MB: a 198 KB zip of 192 MB), built one member at a time."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for i in range(members):
+            archive.writestr(f"part-{i:02d}.txt", bytes([65 + i % 26]) * (member_mb * 1024 * 1024))
+    return out.getvalue()
+
+
 def zip_bomb_docx(expanded_mb: int = 20) -> bytes:
     """A DOCX-shaped zip whose document.xml inflates ~1000:1 (spaces compress that well)."""
     body = b"<w:document>" + b" " * (expanded_mb * 1024 * 1024) + b"</w:document>"

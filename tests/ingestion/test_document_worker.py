@@ -197,6 +197,28 @@ def test_new_version_replaces_the_old_one(stack: dict[str, str], db_url: str, tm
     assert after["chunks"] == 0 and after["version"] > state["version"]
     assert asyncio.run(_vector_count(db_url, tmp_path, live.tenant_id)) == 0
 
+    # And the knowledge history tells it all, newest first, each step by the operator who ran it
+    history = json.loads(_parley(stack, "--json", "documents", "history", "--tenant", "acme").stdout)
+    old = next(d for d in versions if d.id != live.id)
+    assert [(h["action"], h["document_id"], h["replaced_document_id"]) for h in history] == [
+        ("deleted", live.id, None), ("replaced", live.id, old.id), ("uploaded", live.id, old.id), ("uploaded", old.id, None)]
+    assert {h["actor"]["channel"] for h in history} == {"cli"}
+
+    # When the operator restores the deleted version, it is indexed again and searchable
+    restored = _parley(stack, "documents", "restore", live.id, "--tenant", "acme")
+    assert restored.returncode == 0, restored.stderr
+    deadline = time.monotonic() + 120
+    while True:
+        back = asyncio.run(_state(db_url, tmp_path))
+        if next(d for d in back["rows"] if d.id == live.id).status == DocumentStatus.indexed:
+            break
+        assert time.monotonic() < deadline, "the restored document was not indexed again"
+        time.sleep(0.5)
+    assert back["chunks"] == live.chunk_count
+    assert asyncio.run(_vector_count(db_url, tmp_path, live.tenant_id)) == live.chunk_count
+    again = _parley(stack, "documents", "restore", live.id, "--tenant", "acme")
+    assert again.returncode == 1 and "only a replaced or deleted document can be restored" in again.stderr
+
 
 def test_a_zip_upload_becomes_one_job_of_its_documents(stack: dict[str, str], db_url: str, tmp_path: Path) -> None:
     import zipfile

@@ -167,7 +167,9 @@ class ShopifyEmulator:
             "X-Shopify-API-Version": "2026-10",
             "X-Shopify-Webhook-Id": secrets.token_hex(8),
             "X-Shopify-Event-Id": event_id or secrets.token_hex(8),
-            "X-Shopify-Triggered-At": iso(triggered_at or self.tick()),
+            # the real time of the trigger (the gateway refuses one older than Shopify's retries), and
+            # never before the emulated updatedAt of what changed
+            "X-Shopify-Triggered-At": iso(triggered_at or max(self.tick(), dt.datetime.now(dt.UTC))),
             "X-Shopify-Hmac-Sha256": webhook_hmac(body, secret or self.client_secret),
         }
         return body, headers

@@ -94,10 +94,27 @@ def test_anything_but_a_myshopify_domain_is_refused(bad: str) -> None:
 
 def test_install_links_are_signed_and_expire() -> None:
     key = b"k" * 32
-    sig = sign_install_link(key, "tenant1", 2_000)
-    assert verify_install_link(key, "tenant1", "2000", sig, now=1_000)
-    assert not verify_install_link(key, "tenant1", "2000", sig, now=2_001)  # expired
-    assert not verify_install_link(key, "tenant2", "2000", sig, now=1_000)  # another tenant
-    assert not verify_install_link(key, "tenant1", "3000", sig, now=1_000)  # extended expiry
-    assert not verify_install_link(b"x" * 32, "tenant1", "2000", sig, now=1_000)
-    assert not verify_install_link(key, "tenant1", "soon", sig, now=1_000)
+    sig = sign_install_link(key, "tenant1", 2_000, "link1")
+    assert verify_install_link(key, "tenant1", "2000", sig, "link1", now=1_000)
+    assert not verify_install_link(key, "tenant1", "2000", sig, "link1", now=2_001)  # expired
+    assert not verify_install_link(key, "tenant2", "2000", sig, "link1", now=1_000)  # another tenant
+    assert not verify_install_link(key, "tenant1", "3000", sig, "link1", now=1_000)  # extended expiry
+    assert not verify_install_link(key, "tenant1", "2000", sig, "link2", now=1_000)  # another link (a spent one's id swapped)
+    assert not verify_install_link(key, "tenant1", "2000", sig, "", now=1_000)  # a link of before single use
+    assert not verify_install_link(b"x" * 32, "tenant1", "2000", sig, "link1", now=1_000)
+    assert not verify_install_link(key, "tenant1", "soon", sig, "link1", now=1_000)
+
+
+@pytest.mark.parametrize("hostile", ["é", "\udcff\udcfe", "²", "v0=\x00", "", "x" * 10_000, "١٢٣"])
+def test_every_verification_is_total_on_hostile_text(hostile: str) -> None:
+    # Given text a stranger can put in a header or a query: non-ASCII, aiohttp's stand-ins for
+    # invalid UTF-8 (lone surrogates), digits int() refuses, control characters, empty, huge
+    key, body = b"k" * 32, b'{"id":1}'
+    # When it is checked as a signature, an expiry, a tenant or a link id
+    # Then every check says no, and none of them raises
+    assert verify_webhook_hmac(body, hostile, "hush") is False
+    assert verify_oauth_hmac({"shop": "a.myshopify.com", "hmac": hostile}, "hush") is False
+    assert verify_oauth_hmac({"shop": hostile, "hmac": "00"}, "hush") is False
+    assert verify_install_link(key, "tenant1", "2000", hostile, "link1", now=1_000) is False
+    assert verify_install_link(key, "tenant1", hostile, "00", "link1", now=1_000) is False
+    assert verify_install_link(key, hostile, "2000", "00", hostile, now=1_000) is False

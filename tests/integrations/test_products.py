@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from parley.errors import InvalidInput
 from integrations.shopify.products import ShopifyProduct, assemble_bulk, from_graphql, from_rest, gid_to_int, html_to_text
 from tests.integrations.catalog_data import synthetic_catalog
 from tests.support.services import SHARED_DATA
@@ -112,3 +113,12 @@ def test_text_and_metadata_carry_what_answers_filter_on() -> None:
 def test_html_is_reduced_to_text() -> None:
     assert html_to_text("<p>Hello&nbsp;<b>world</b></p><script>x()</script><ul><li>one</li><li>two</li></ul>") == \
         "Hello\xa0world\none\ntwo"
+
+
+@pytest.mark.parametrize("hostile", ["²", "١٢٣", "9" * 5000, "gid://shopify/Product/²", "-1", True])
+def test_an_id_that_is_not_ascii_digits_is_invalid_input(hostile: object) -> None:
+    # Given an id in a signed body that str.isdigit() accepts but int() refuses (or a huge or negative one)
+    # When it is read, Then it is invalid input (a 400), never a ValueError (a 500)
+    with pytest.raises(InvalidInput):
+        gid_to_int(hostile)
+    assert gid_to_int("gid://shopify/Product/42") == gid_to_int("42") == 42

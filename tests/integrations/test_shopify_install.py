@@ -22,6 +22,7 @@ from integrations.shopify.oauth import TokenSet
 from parley.bus import Envelope
 from parley.crypto import SecretBox
 from parley.db import unit_of_work
+from parley.errors import InvalidInput
 from knowledge.models import Job
 from parley.bus.models import OutboxMessage
 from parley.settings import Settings
@@ -159,3 +160,42 @@ async def test_missing_scopes_are_refused(gateway: Gateway) -> None:
     assert response.status == 403 and "read_inventory" in await response.text()
     async with unit_of_work(gateway.db.sessions, admin=True) as session:
         assert (await session.execute(select(ChannelInstallation))).first() is None
+
+
+async def test_an_install_link_connects_one_store_once(gateway: Gateway) -> None:
+    # Given one install link (no shop pre-filled), opened twice for two stores before either finishes
+    link = install_link(gateway.settings, tenant_id=gateway.tenant_id, config=gateway.config)
+    first = await gateway.client.get(f"{_path(link)}&shop={SHOP}", allow_redirects=False)
+    second = await gateway.client.get(f"{_path(link)}&shop=copycat.myshopify.com", allow_redirects=False)
+    assert (first.status, second.status) == (302, 302)
+    first_callback = await gateway.approve(first.headers["Location"])
+    second_callback = await gateway.approve(second.headers["Location"])
+    # When the first round trip comes back (in the browser that started it), Then that store is connected
+    assert (await _back(gateway, first_callback)).status == 200
+    # When the second one comes back (a copy of the link, used by someone else), Then it connects nothing
+    late = await _back(gateway, second_callback)
+    assert late.status == 403 and "already used" in await late.text()
+    async with unit_of_work(gateway.db.sessions, admin=True) as session:
+        shops = (await session.execute(select(ChannelInstallation.external_id))).scalars().all()
+    assert shops == [SHOP]
+    assert [r["shop"] for r in gateway.emulator.token_requests] == [SHOP]  # no code exchanged for the copy
+    # And the link itself now says it was used
+    again = await gateway.client.get(f"{_path(link)}&shop=copycat.myshopify.com", allow_redirects=False)
+    assert again.status == 403 and "already used" in await again.text()
+
+
+async def test_install_links_live_a_day_by_default_and_a_week_at_most(gateway: Gateway) -> None:
+    # Given the default link, When its expiry is read, Then it is a day away (it was a week)
+    link = install_link(gateway.settings, tenant_id=gateway.tenant_id, config=gateway.config, now=1_000_000)
+    assert dict(parse_qsl(urlsplit(link).query))["expires"] == str(1_000_000 + 24 * 3600)
+    # When a link is asked for longer than a week (or for no time at all), Then it is refused
+    for ttl in (8 * 24 * 3600.0, 0.0, -5.0):
+        with pytest.raises(InvalidInput):
+            install_link(gateway.settings, tenant_id=gateway.tenant_id, config=gateway.config, ttl=ttl)
+
+
+async def _back(gateway: Gateway, callback: str) -> aiohttp.ClientResponse:
+    """Shopify's redirect to our callback, in the browser whose state cookie matches it."""
+    gateway.client.session.cookie_jar.clear()
+    state = dict(parse_qsl(urlsplit(callback).query))["state"]
+    return await gateway.client.get(_path(callback), cookies={STATE_COOKIE: state})

@@ -15,6 +15,8 @@ async def test_content_addressed_per_tenant(tmp_path: Path) -> None:
     again = await store.put_bytes("t1", b"hello", max_bytes=100)
     other = await store.put_bytes("t2", b"hello", max_bytes=100)
     assert a == again and a.sha256 == hashlib.sha256(b"hello").hexdigest() and a.size == 5
+    # and the store says which write created the file (a cleanup must not delete content others share)
+    assert a.created and not again.created and other.created
     assert other.key.startswith("t2/") and other.key != a.key
     assert await store.read("t1", a.key) == b"hello"
     with pytest.raises(NotFound):

@@ -150,3 +150,46 @@ def test_storage_that_cannot_be_written_fails(tmp_path: Path) -> None:
     check = doctor.check_data_dir(Settings(data_dir=tmp_path / "file" / "var"))
     assert check.status == "fail" and "not a directory" in check.detail
     assert doctor.check_data_dir(Settings(data_dir=tmp_path / "new")).status == "ok"
+
+
+def test_the_service_token_must_exist_be_readable_and_private(tmp_path: Path) -> None:
+    from parley.crypto import load_service_token
+
+    settings = Settings(data_dir=tmp_path)
+    token_file = tmp_path / "service.token"
+    # Given no token yet: fine, one is generated at the first start (and the check writes nothing)
+    fresh = doctor.check_service_token(settings)
+    assert fresh.status == "ok" and "generated" in fresh.detail and not token_file.exists()
+    # When a process generated it
+    load_service_token(settings)
+    made = doctor.check_service_token(settings)
+    assert made.status == "ok" and str(token_file) in made.detail
+    # When other users can read it, it is empty, or this user cannot read it
+    token_file.chmod(0o644)
+    shared = doctor.check_service_token(settings)
+    assert shared.status == "warn" and shared.fix == f"chmod 600 {token_file}"
+    token_file.chmod(0o600)
+    token_file.write_text("")
+    empty = doctor.check_service_token(settings)
+    assert empty.status == "fail" and "empty" in empty.detail
+    token_file.unlink()
+    token_file.mkdir()  # unreadable as a file, even for root (who reads a 0000 file)
+    unreadable = doctor.check_service_token(settings)
+    assert unreadable.status == "fail" and "not readable" in unreadable.detail
+    token_file.rmdir()
+    load_service_token(settings)
+    # And a token set in the environment: fine when long, a warning when short, a failure when blank
+    assert doctor.check_service_token(Settings(data_dir=tmp_path, service_token="s" * 43)).status == "ok"
+    assert doctor.check_service_token(Settings(data_dir=tmp_path, service_token="short")).status == "warn"
+    assert doctor.check_service_token(Settings(data_dir=tmp_path, service_token="  ")).status == "fail"
+    # And a per-machine token file with a shared database says to set the token instead
+    pg = doctor.check_service_token(Settings(data_dir=tmp_path, database_url="postgresql+asyncpg://u@db/parley"))
+    assert pg.status == "warn" and "PARLEY_SERVICE_TOKEN" in pg.fix
+
+
+async def test_doctor_and_up_check_the_service_token(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, amqp_url=f"amqp://guest:guest@127.0.0.1:{closed_port()}/")
+    names = [c.name for c in await doctor.doctor(settings)]
+    assert "service token" in names
+    assert "service token" in [c.name for c in await doctor.preflight(settings)]
+    assert "service token" not in [c.name for c in await doctor.preflight(settings, single_process=True)]

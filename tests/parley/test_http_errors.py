@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from parley.bus.errors import Permanent, Retryable
 from parley.errors import (
-    AlreadyExists, ConfigurationError, Forbidden, InvalidInput, NotFound, ParleyError, TenantScopeError, TooLarge,
-    Unauthorized, Unavailable, UnsupportedType,
+    AlreadyExists, ConfigurationError, Forbidden, InvalidInput, NotFound, ParleyError, RateLimited, RequestTimeout,
+    TenantScopeError, TooLarge, Unauthorized, Unavailable, UnsupportedType,
 )
 from parley.http_errors import STATUS, make_error_middleware, status_for
 
@@ -31,6 +31,7 @@ CASES: list[tuple[ParleyError, int]] = [
     (Forbidden("tenant suspended", code="tenant_inactive"), 403),
     (NotFound("no such tenant"), 404),
     (AlreadyExists("already connected"), 409),
+    (RequestTimeout("the body came too slowly"), 408),
     (Unavailable("the database is not answering"), 503),
     (TenantScopeError("unscoped query"), 500),
     (ConfigurationError("no secret key"), 500),
@@ -80,6 +81,16 @@ async def test_each_error_class_answers_its_status_with_its_code(serve, exc: Par
     assert status_for(exc) == status
     assert resp.status == status
     assert await resp.json() == {"error": exc.code, "detail": exc.message}
+
+
+async def test_rate_limited_is_a_429_with_retry_after_in_the_body_and_the_header(serve) -> None:
+    # Given a handler that refuses a caller for the next 2.2 seconds
+    client = await serve(make_error_middleware(logger=log), {"/x": raising(RateLimited("slow down", retry_after=2.2))})
+    # When it is called
+    resp = await client.post("/x")
+    # Then it is a 429 whose body and Retry-After header both say when to come back (whole seconds, rounded up)
+    assert resp.status == 429 and resp.headers["Retry-After"] == "3"
+    assert await resp.json() == {"error": "rate_limited", "detail": "slow down", "retry_after": 3}
 
 
 def test_subclasses_come_before_their_bases() -> None:
@@ -186,6 +197,7 @@ class _StubEmbedder:
 
 @pytest.mark.parametrize("db_backend", ["sqlite"])
 async def test_the_real_retrieval_app_answers_too_large_with_413(db_url: str, tmp_path: Path) -> None:
+    from parley.crypto import load_service_token
     from parley.settings import Settings
     from retrieval.app import MAX_REQUEST_BYTES, RetrievalDeps, create_app
     from retrieval.config import RetrievalConfig
@@ -198,8 +210,9 @@ async def test_the_real_retrieval_app_answers_too_large_with_413(db_url: str, tm
     await client.start_server()
     try:
         # When a query body is over the service's limit, and a handler raises TooLarge
-        huge = await client.post("/v1/query", data=b"x" * (MAX_REQUEST_BYTES + 1), headers={"Content-Type": "application/json"})
-        raised = await client.post("/too-large")
+        token = {"Authorization": f"Bearer {load_service_token(settings)}"}  # the gateway's credential
+        huge = await client.post("/v1/query", data=b"x" * (MAX_REQUEST_BYTES + 1), headers={"Content-Type": "application/json", **token})
+        raised = await client.post("/too-large", headers=token)
         # Then both are a 413 too_large, as in the gateway
         assert (huge.status, (await huge.json())["error"]) == (413, "too_large")
         assert (raised.status, await raised.json()) == (413, {"error": "too_large", "detail": "the upload is over the limit"})

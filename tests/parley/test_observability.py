@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import aiohttp
@@ -11,7 +12,8 @@ import pytest
 
 from parley.bus import Consumer, Envelope, OutboxRelay, RabbitBroker, Received, consuming
 from parley.errors import Unavailable, UnsupportedType
-from parley.observability import QueueSampler, WorkerEndpoint, WorkerMetrics
+from parley.observability import QueueSampler, WorkerEndpoint, WorkerMetrics, start_worker_endpoint
+from parley.settings import Settings
 from parley.vectors import IndexItem
 from tests.parley.bus_support import eventually, stage_committed
 
@@ -119,3 +121,30 @@ async def test_outcomes_reasons_and_indexed_items_are_counted_and_served(session
     assert sample(text, "parley_queue_dead_letters", queue="documents") == 1
     assert sample(text, "parley_queue_backlog", queue="documents") == 0
     assert sample(text, "parley_worker_in_flight", queue="documents") == 0
+
+
+async def test_the_worker_endpoint_closes_idle_connections_and_refuses_past_its_cap(sessions, broker: RabbitBroker) -> None:
+    # Given a worker endpoint started from settings: request heads within 5 s, one connection at most
+    settings = Settings(http_header_timeout=5.0, http_max_connections=1, worker_metrics_host="127.0.0.1", worker_metrics_port=0)
+    metrics = WorkerMetrics("documents-worker")
+    endpoint = await start_worker_endpoint(settings, metrics, broker=broker, sessions=sessions, queue="documents")
+    assert endpoint is not None and endpoint.url is not None
+    port = int(endpoint.url.rsplit(":", 1)[1])
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        # When one client connects and says nothing, and a second one connects
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+        second_reader, second_writer = await asyncio.open_connection("127.0.0.1", port)
+        writers += [idle_writer, second_writer]
+        # Then the second is answered 503 and closed, and the silent one is closed by the endpoint
+        refused = await asyncio.wait_for(second_reader.read(), 30)
+        assert refused.startswith(b"HTTP/1.1 503"), refused
+        assert await asyncio.wait_for(idle_reader.read(), 30) == b""
+        # And the refusal is counted in the worker's own metrics
+        async with aiohttp.ClientSession() as http, http.get(endpoint.url + "/metrics") as response:
+            text = await response.text()
+        assert sample(text, "parley_http_connections_refused_total") == 1
+    finally:
+        for writer in writers:
+            writer.close()
+        await endpoint.aclose()

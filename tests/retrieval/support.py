@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ingestion.documents.chunking import chunk_document
 from ingestion.documents.extract_markdown import markdown_blocks
 from ingestion.documents.model import ExtractedDocument
+from parley.crypto import load_service_token
 from parley.db import unit_of_work
 from knowledge.models import Chunk, Document, DocumentStatus
 from parley.settings import Settings
@@ -220,6 +221,11 @@ async def seed_acme(sessions: async_sessionmaker[AsyncSession], writer: Any, emb
 # --- a running app ---------------------------------------------------------------------------------
 
 
+def service_headers(settings: Settings) -> dict[str, str]:
+    """The service credential the gateway presents (the token the app built from ``settings`` expects)."""
+    return {"Authorization": f"Bearer {load_service_token(settings)}"}
+
+
 def make_config(**changes: Any) -> RetrievalConfig:
     """Exact rather than fast: the tenant row is read on every query (ttl 0), offline answers by default."""
     base = RetrievalConfig(tenant_ttl=0.0, answerer="extractive", warm_tenants=False)
@@ -237,7 +243,7 @@ async def running_app(
     app = create_app(settings, deps=RetrievalDeps(embedder=embedder, config=config or make_config(), vector_options=vector_options, **deps))
     server = TestServer(app)
     await server.start_server()
-    client = HttpRetrievalClient(str(server.make_url("")), timeout=60)
+    client = HttpRetrievalClient(str(server.make_url("")), timeout=60, token=load_service_token(settings))
     try:
         yield server, client
     finally:

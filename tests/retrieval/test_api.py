@@ -10,7 +10,7 @@ from parley.errors import InvalidInput, NotFound
 from retrieval.routes import SERVICE
 from retrieval.schemas import TIMING_STAGES, QueryRequest, Turn
 from retrieval.text import jaccard, shingles
-from tests.retrieval.support import add_document, running_app, seed_acme
+from tests.retrieval.support import add_document, running_app, seed_acme, service_headers
 
 
 async def test_hybrid_search_answers_with_citations(rsettings, sessions, writer, emb, local_embedder) -> None:
@@ -157,11 +157,11 @@ async def test_malformed_input_is_a_400_with_an_error_code(rsettings, sessions, 
                 f'{{"tenant_id": "{acme.tenant_id}", "message": "hi", "turns": [{{"role": "system", "text": "x"}}]}}'.encode(): "invalid_input",
             }
             for body, code in bodies.items():
-                resp = await http.post(url, data=body, headers={"Content-Type": "application/json"})
+                resp = await http.post(url, data=body, headers={"Content-Type": "application/json", **service_headers(rsettings)})
                 payload = await resp.json()
                 assert (resp.status, payload["error"]) == (400, code), body
                 assert payload["detail"]
-            missing = await http.get(server.make_url("/v1/nothing-here"))
+            missing = await http.get(server.make_url("/v1/nothing-here"), headers=service_headers(rsettings))
             assert missing.status == 404 and (await missing.json())["error"] == "not_found"
         # and the client maps a 400 to InvalidInput (a request built without validation)
         with pytest.raises(InvalidInput):
@@ -174,5 +174,6 @@ async def test_unknown_tenant_is_a_404(rsettings, sessions, writer, emb, local_e
         with pytest.raises(NotFound):
             await client.query(QueryRequest(tenant_id="f" * 32, message="Do you ship to Canada?"))
         async with aiohttp.ClientSession() as http:
-            resp = await http.post(server.make_url("/v1/query"), json={"tenant_id": "nosuchtenant", "message": "hi"})
+            resp = await http.post(server.make_url("/v1/query"), json={"tenant_id": "nosuchtenant", "message": "hi"},
+                                   headers=service_headers(rsettings))
             assert resp.status == 404 and (await resp.json())["error"] == "not_found"

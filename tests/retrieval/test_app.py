@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from parley.crypto import load_service_token
 from retrieval.app import create_app
 from retrieval.client import HttpRetrievalClient
 from retrieval.schemas import QueryRequest
@@ -35,7 +37,7 @@ async def test_factory_built_app_reports_health_readiness_and_metrics(rsettings,
     acme = await seed_acme(sessions, writer, emb)
     server = TestServer(create_app(rsettings))
     await server.start_server()
-    client = HttpRetrievalClient(str(server.make_url("")), timeout=60)
+    client = HttpRetrievalClient(str(server.make_url("")), timeout=60, token=load_service_token(rsettings))
     try:
         async with aiohttp.ClientSession() as http:
             # Then it is alive at once, and ready once its warm-up is done
@@ -104,3 +106,50 @@ async def test_serve_runs_until_sigterm_and_exits_cleanly(db_url, tmp_path, loca
     # Then it stops on its own, cleanly
     assert proc.returncode == 0, err.decode()[-2000:]
     assert b"retrieval stopping" in err
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"])
+async def test_serve_closes_idle_connections_and_refuses_past_its_cap(db_url, tmp_path, local_embedder) -> None:
+    # Given `serve` in its own process, allowed one connection, whose request heads must come within 5 s
+    import os
+    import signal
+    import socket
+    import sys
+    from pathlib import Path
+
+    from tests.support.slow_clients import holds_one_connection_and_closes_it_when_idle
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PARLEY_DATABASE_URL": db_url, "PARLEY_DATA_DIR": str(tmp_path / "var"), "PARLEY_RETRIEVAL_PORT": str(port),
+           "PARLEY_HTTP_MAX_CONNECTIONS": "1", "PARLEY_HTTP_HEADER_TIMEOUT": "5"}
+    code = "import asyncio; from parley.settings import Settings; from retrieval.app import serve; asyncio.run(serve(Settings()))"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, env=env, cwd=Path(__file__).resolve().parents[2],
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            await _eventually_ready(http, f"http://127.0.0.1:{port}/readyz")
+        # When one client holds a connection and a second connects
+        refusal = await holds_one_connection_and_closes_it_when_idle("127.0.0.1", port)
+        # Then (checked there) the second got 503 and the idle first was closed by the service; the refusal is counted
+        text = ""
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):  # the slot frees as soon as the service sees the idle connection go
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+                        if response.status == 200:
+                            text = await response.text()
+                            break
+                except aiohttp.ClientConnectionError:  # refused while the slot was still taken
+                    pass
+                await asyncio.sleep(0.05)
+        assert b"Retry-After" in refusal
+        refused = re.search(r"^parley_http_connections_refused_total (\S+)$", text, re.M)
+        assert refused is not None and float(refused.group(1)) >= 1, text[-2000:]
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await proc.communicate()

@@ -3,7 +3,7 @@
 "use strict";
 
 const PAGE = location.pathname.replace(/^\/admin\/?/, "").split("/")[0] || "documents";
-const REFRESH = { documents: 2000, jobs: 2000, "dead-letters": 2500, channels: 5000, conversations: 3000 };
+const REFRESH = { documents: 2000, history: 3000, jobs: 2000, "dead-letters": 2500, channels: 5000, conversations: 3000 };
 const $ = (id) => document.getElementById(id);
 let csrf = null;
 
@@ -130,6 +130,72 @@ views.documents = () => {
     $("upload-files").value = "";
     refresh();
   });
+};
+
+const CHANNEL = { slack: "Slack", instagram: "Instagram", web: "Web chat and dashboard" };
+
+views.history = () => {
+  let refresh = null;
+  let redraw = true; // the policy forms are redrawn after a change, else only while nobody types in them
+  const post = (path, body) => api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  async function restore(button, doc) {
+    button.disabled = true;
+    button.textContent = "Restoring…";
+    try {
+      await post("documents/" + doc.id + "/restore", {});
+      flash(doc.filename + " restored: it is being indexed again and will take the place of the current version.");
+    } catch (err) { flash("Restoring " + doc.filename + " failed: " + err.message, true); }
+    refresh();
+  }
+  async function change(body, done) {
+    try { await post("uploaders", body); flash(done); } catch (err) { flash("Not changed: " + err.message, true); }
+    redraw = true;
+    refresh();
+  }
+  async function remove(channel, userId) {
+    try { await post("uploaders/remove", { channel, user_id: userId }); flash(userId + " may no longer add documents through " + CHANNEL[channel] + "."); }
+    catch (err) { flash("Not removed: " + err.message, true); }
+    redraw = true;
+    refresh();
+  }
+  function policyCard(c, modes) {
+    const select = el("select", { "data-channel": c.channel, class: "mode", on: { change: (e) => change({ channel: c.channel, mode: e.target.value }, CHANNEL[c.channel] + ": " + e.target.value + ".") } },
+      modes.map((m) => el("option", { value: m, text: m, selected: m === c.mode })));
+    const userId = el("input", { type: "text", placeholder: c.channel === "web" ? "api_key:…" : "user id", "aria-label": "user id" });
+    const replace = el("input", { type: "checkbox" });
+    const form = el("form", { class: "add-uploader", on: { submit: (e) => {
+      e.preventDefault();
+      if (!userId.value.trim()) return;
+      change({ channel: c.channel, user_id: userId.value.trim(), may_replace: replace.checked }, userId.value.trim() + " may add documents through " + CHANNEL[c.channel] + ".");
+    } } }, userId, el("label", {}, replace, " may replace"), el("button", { type: "submit", class: "small", text: "Add" }));
+    return el("div", { class: "policy-channel", "data-channel": c.channel },
+      el("h3", { text: CHANNEL[c.channel] || c.channel }),
+      el("div", {}, select, el("span", { class: "sub", text: c.meaning })),
+      el("ul", {}, c.uploaders.map((u) => el("li", { "data-user": u.user_id },
+        el("code", { text: u.user_id }), u.may_replace ? el("span", { class: "badge", text: "may replace" }) : null,
+        el("button", { class: "small", text: "Remove", on: { click: () => remove(c.channel, u.user_id) } })))),
+      form);
+  }
+  const who = (a) => a.id ? a.channel + " · " + a.id : a.channel;
+  refresh = poll(async () => {
+    const [{ events }, policy] = await Promise.all([api("knowledge-events?limit=200"), api("uploaders")]);
+    const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest("#policy");
+    if (redraw || !focused) $("policy").replaceChildren(...policy.channels.map((c) => policyCard(c, policy.modes)));
+    redraw = false;
+    fill("history", events.map((e) => {
+      const target = (e.replaced_document && e.replaced_document.restorable) ? e.replaced_document
+        : (e.document && e.document.restorable) ? e.document : null;
+      const replaced = e.replaced_document ? el("span", { class: "sub", text: "in place of " + e.replaced_document.filename + " (" + e.replaced_document.status + ")" }) : null;
+      return el("tr", { "data-id": e.id, "data-action": e.action, "data-document": e.document_id || "" },
+        el("td", {}, when(e.at)),
+        el("td", {}, el("span", { class: "badge a-" + e.action, text: e.action })),
+        el("td", {}, el("span", { class: "name", text: e.filename }), e.document ? el("span", { class: "sub", text: "now " + e.document.status }) : null, replaced),
+        el("td", {}, el("code", { text: who(e.actor) })),
+        el("td", { class: e.action === "refused" ? "reason" : "" , text: e.detail || "" }),
+        el("td", {}, target ? el("button", { class: "small primary restore", "data-id": target.id, text: target === e.document ? "Restore" : "Restore previous",
+          on: { click: (ev) => restore(ev.target, target) } }) : null));
+    }));
+  }, REFRESH.history);
 };
 
 views.jobs = () => poll(async () => {

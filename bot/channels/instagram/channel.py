@@ -19,8 +19,9 @@ from typing import Any
 
 import aiohttp
 
+from bot.channels.downloads import META_FILE_HOSTS, Downloader, FilePolicy
 from bot.channels.routing import InstallationDirectory
-from bot.conversation.schemas import Attachment, DeliveryError, Download, Reply
+from bot.conversation.schemas import Attachment, DeliveryError, Download, Reply, Standing
 from parley.errors import InvalidInput
 from tenants.models import ChannelKind
 
@@ -88,9 +89,12 @@ class InstagramChannel:
     name = "instagram"
     reply_window = dt.timedelta(hours=24)
 
-    def __init__(self, *, http: aiohttp.ClientSession, directory: InstallationDirectory, graph_url: str, version: str,
-                 timeout: float = 20.0, download_timeout: float = 120.0) -> None:
+    def __init__(self, *, http: aiohttp.ClientSession, downloads: Downloader, directory: InstallationDirectory,
+                 graph_url: str, version: str, timeout: float = 20.0, download_timeout: float = 120.0) -> None:
         self.http = http
+        self.downloads = downloads
+        #: Attachments come from Meta's CDN over https (or the configured Graph origin: the emulator in tests).
+        self.files = FilePolicy.of("Instagram", META_FILE_HOSTS, graph_url)
         self.directory = directory
         self.endpoint = f"{graph_url.rstrip('/')}/{version}/me/messages"
         self.timeout = aiohttp.ClientTimeout(total=timeout)
@@ -103,6 +107,15 @@ class InstagramChannel:
             raise DeliveryError(f"the Instagram account {account} is no longer connected", retryable=False,
                                 code="instagram_uninstalled")
         return str(token)
+
+    async def standing(self, *, tenant_id: str, route: dict[str, Any], sender_id: str) -> Standing:
+        """Instagram has no roles a webhook can ask about: the account's administrators are the
+        uploaders configured on its installation (``details["uploaders"]``: Instagram-scoped ids)."""
+        found = await self.directory.find(ChannelKind.instagram, str(route.get("account") or ""))
+        configured = found.details.get("uploaders") if found is not None and found.tenant_id == tenant_id else None
+        if isinstance(configured, list) and sender_id and sender_id in [str(u) for u in configured]:
+            return Standing(admin=True, why="configured uploader of the Instagram account")
+        return Standing(admin=False, why="Instagram user")
 
     async def send(self, *, tenant_id: str, route: dict[str, Any], reply: Reply, progress: dict[str, Any]) -> None:
         token = await self._token(tenant_id, str(route.get("account")))
@@ -139,7 +152,7 @@ class InstagramChannel:
         if not url.startswith(("https://", "http://")):
             raise InvalidInput("the attachment has no download link")
         try:  # Meta's CDN links are signed and short-lived: no token is sent with them
-            async with self.http.get(url, timeout=self.download_timeout) as resp:
+            async with self.downloads.open(url, policy=self.files, timeout=self.download_timeout) as resp:
                 if resp.status == 429 or resp.status >= 500:
                     raise DeliveryError(f"attachment download: {resp.status}", retryable=True)
                 if resp.status != 200:

@@ -18,17 +18,19 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from bot.conversation.schemas import Attachment, IncomingMessage
+from bot.signing import digests_equal
 
 
 def signature_valid(raw: bytes, header: str | None, secrets: Iterable[str]) -> bool:
-    """``X-Hub-Signature-256: sha256=<hex>`` over the raw body, against each configured secret."""
+    """``X-Hub-Signature-256: sha256=<hex>`` over the raw body, against each configured secret.
+    Total: any header text (non-ASCII, invalid UTF-8, huge) is a True or a False, never an exception."""
     if not header or not header.startswith("sha256="):
         return False
     given = header[len("sha256="):].strip().lower()
     ok = False
     for secret in secrets:  # no early exit: the time taken does not say which secret matched
         expected = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
-        ok |= hmac.compare_digest(expected, given)
+        ok |= digests_equal(expected, given)
     return ok
 
 
@@ -104,7 +106,7 @@ def documents_of(message: dict[str, Any]) -> list[Attachment]:
     return out
 
 
-def to_incoming(tenant_id: str, account_id: str, event: dict[str, Any], *, may_upload: bool) -> IncomingMessage:
+def to_incoming(tenant_id: str, account_id: str, event: dict[str, Any]) -> IncomingMessage:
     message = event["message"]
     sender = str(event["sender"]["id"])
     return IncomingMessage(
@@ -117,5 +119,4 @@ def to_incoming(tenant_id: str, account_id: str, event: dict[str, Any], *, may_u
         route={"account": account_id, "recipient": sender},
         sent_at=parse_timestamp(event.get("timestamp")),
         attachments=tuple(documents_of(message)),
-        may_upload=may_upload,
     )

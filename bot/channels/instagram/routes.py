@@ -21,6 +21,7 @@ from aiohttp import web
 from bot.channels.instagram.events import ignore_reason, messaging_events, signature_valid, to_incoming
 from bot.context import GATEWAY
 from bot.http import error_response
+from bot.signing import digests_equal
 from parley.logging import bound
 from tenants.models import ChannelKind
 
@@ -31,8 +32,10 @@ async def verify(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
     q = request.query
     expected = gw.config.instagram_verify_token
-    if q.get("hub.mode") == "subscribe" and expected and q.get("hub.verify_token") == expected and "hub.challenge" in q:
+    if q.get("hub.mode") == "subscribe" and expected and digests_equal(expected, q.get("hub.verify_token")) \
+            and "hub.challenge" in q:
         return web.Response(text=q["hub.challenge"], content_type="text/plain")
+    log.warning("instagram webhook verification refused")
     return web.Response(status=403, text="verification failed", content_type="text/plain")
 
 
@@ -46,8 +49,9 @@ async def receive(request: web.Request) -> web.StreamResponse:
         return error_response(401, "invalid_signature", "X-Hub-Signature-256 does not match the body")
     try:
         payload = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the parser's stack
         gw.metrics.ack("instagram", "malformed", time.perf_counter() - started)
+        log.warning("instagram webhook refused: the signed body is not JSON")
         return error_response(400, "invalid_input", "the body is not valid JSON")
     if not isinstance(payload, dict):
         return error_response(400, "invalid_input", "the body must be a JSON object")
@@ -65,10 +69,13 @@ async def receive(request: web.Request) -> web.StreamResponse:
                 outcomes["unknown_account"] = outcomes.get("unknown_account", 0) + 1
                 log.warning("instagram event for an account that is not connected", extra={"account_id": item.account_id})
                 continue
-            uploaders = route.details.get("uploaders")
-            sender = str(item.event["sender"]["id"])
-            incoming = to_incoming(route.tenant_id, item.account_id, item.event,
-                                   may_upload=isinstance(uploaders, list) and sender in uploaders)
+            # Who may add documents is decided when the message is processed (the tenant's policy).
+            incoming = to_incoming(route.tenant_id, item.account_id, item.event)
+            verdict = gw.limits.admit(incoming, gw.answers)  # the sender's and tenant's rate, the answer backlog
+            if not verdict.allowed:  # dropped, and still a 200 (Meta retries anything else)
+                gw.limits.refused(incoming, verdict, gw.answers)
+                outcomes[f"limited_{verdict.scope}"] = outcomes.get(f"limited_{verdict.scope}", 0) + 1
+                continue
             with bound(tenant_id=route.tenant_id):
                 result = await gw.writer.accept(incoming)
             if result.created:

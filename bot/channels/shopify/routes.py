@@ -4,12 +4,15 @@
 their own resources (an aiohttp client session opened and closed in ``cleanup_ctx``).
 
 Merchant-facing pages (install, callback) answer in small HTML; webhooks answer JSON and must be
-fast: verification, one insert for dedupe, one outbox row, commit, 200.
+fast: one transaction with the shop's installation read (whose secret verifies it), verification,
+one lookup and one insert for dedupe, one outbox row, commit, 200. Every refusal is a 4xx and one
+short log line.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import html
 import json
 import logging
@@ -23,8 +26,8 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.channels.shopify.service import (
-    Delivery, accept_webhook, complete_install, consume_state, custom_webhook_secret, install_link_key,
-    installation_any_status, remember_state,
+    Delivery, accept_webhook, complete_install, consume_state, install_link_key, installation_any_status, link_used,
+    own_webhook_secret, remember_state,
 )
 from bot.context import GATEWAY
 from integrations.shopify import oauth
@@ -96,7 +99,7 @@ def _page(title: str, text: str, *, status: int = 200, extra: str = "") -> web.R
 
 def _shop_form(query: Any) -> web.Response:
     hidden = "".join(f"<input type='hidden' name='{html.escape(k)}' value='{html.escape(query[k])}'>"
-                     for k in ("tenant", "expires", "sig") if k in query)
+                     for k in ("tenant", "expires", "link", "sig") if k in query)
     form = (f"<form method='get' action='/shopify/install'>{hidden}<label>Your store address "
             "<input name='shop' placeholder='your-store.myshopify.com' required></label> <button>Connect</button></form>")
     return _page("Connect your Shopify store", "Enter your store's myshopify.com address.", extra=form)
@@ -111,9 +114,18 @@ async def install(request: web.Request) -> web.StreamResponse:
     if not gw.config.configured:
         return _page("Shopify is not configured", "Set PARLEY_SHOPIFY_CLIENT_ID and PARLEY_SHOPIFY_CLIENT_SECRET.", status=503)
     tenant_id: str | None = None
+    link_id = query.get("link", "")
     if "sig" in query:
-        if not verify_install_link(gw.link_key, query.get("tenant", ""), query.get("expires", ""), query.get("sig", "")):
+        if not verify_install_link(gw.link_key, query.get("tenant", ""), query.get("expires", ""), query.get("sig", ""),
+                                   link_id):
+            log.warning("shopify install link refused: invalid or expired")
             return _page("Install link not valid", "This install link is invalid or has expired; ask for a new one.", status=403)
+        async with unit_of_work(gw.sessions) as session:
+            spent = await link_used(session, link_id)
+        if spent:
+            log.warning("shopify install link refused: already used")
+            return _page("Install link already used", "This install link has already connected a store; "
+                         "ask for a new one.", status=403)
         tenant_id = query["tenant"]
         if not query.get("shop"):
             return _shop_form(query)
@@ -135,7 +147,8 @@ async def install(request: web.Request) -> web.StreamResponse:
             tenant_id = known.tenant_id
         if await TenantDirectory(session).by_id(tenant_id) is None:
             return _page("Unknown workspace", "The Parley workspace of this link no longer exists.", status=404)
-        nonce = await remember_state(session, tenant_id=tenant_id, shop=shop, ttl=gw.config.state_ttl)
+        nonce = await remember_state(session, tenant_id=tenant_id, shop=shop, ttl=gw.config.state_ttl,
+                                     link_id=link_id if "sig" in query else None)
     response = web.Response(status=302, headers={"Location": oauth.authorize_url(gw.config, shop=shop, state=nonce)})
     response.set_cookie(STATE_COOKIE, nonce, max_age=int(gw.config.state_ttl), httponly=True, samesite="Lax",
                         path="/shopify", secure=gw.config.public_url.startswith("https://"))
@@ -190,13 +203,35 @@ async def callback(request: web.Request) -> web.StreamResponse:
 
 
 def _when(value: str | None) -> dt.datetime | None:
+    """``X-Shopify-Triggered-At`` as an aware datetime; None when absent; `InvalidInput` when it is not one."""
     if not value:
         return None
     try:
         when = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
+    except ValueError as exc:
+        raise InvalidInput("X-Shopify-Triggered-At is not an ISO 8601 time") from exc
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _header(request: web.Request, name: str) -> str | None:
+    """A header Shopify writes in printable ASCII (ids, topic, time); none of them is signed, so
+    anything else is refused before it reaches a query."""
+    value = request.headers.get(name)
+    if value is not None and not (len(value) <= 255 and value.isascii() and value.isprintable()):
+        raise InvalidInput(f"{name} is not a Shopify value")
+    return value
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else {}
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past the parser's stack
+        raise InvalidInput("the body is not JSON") from exc
+
+
+def _refused(status: int, code: str, detail: str, **log_extra: Any) -> web.Response:
+    log.warning("shopify webhook refused: %s", code, extra=log_extra)
+    return web.json_response({"error": code, "detail": detail}, status=status)
 
 
 async def webhooks(request: web.Request) -> web.StreamResponse:
@@ -204,30 +239,31 @@ async def webhooks(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     signature = request.headers.get("X-Shopify-Hmac-Sha256")
     shop_header = request.headers.get("X-Shopify-Shop-Domain", "")
-    verified = verify_webhook_hmac(body, signature, gw.config.client_secret)
-    if not verified and signature and shop_header:
-        # a custom app's webhooks are signed with that app's own secret (``connect --webhook-secret``)
-        try:
-            secret = await custom_webhook_secret(gw.sessions, gw.box, normalize_shop(shop_header))
-        except InvalidShop:
-            secret = None
-        verified = bool(secret) and verify_webhook_hmac(body, signature, secret or "")
-    if not verified:
-        log.warning("shopify webhook with a bad signature refused", extra={"shop": shop_header})
-        return web.json_response({"error": "unauthorized", "detail": "invalid X-Shopify-Hmac-Sha256"}, status=401)
-    topic = request.headers.get("X-Shopify-Topic", "")
+    if not signature:
+        return _refused(401, "unauthorized", "invalid X-Shopify-Hmac-Sha256", shop=shop_header[:100])
     try:
         shop = normalize_shop(shop_header)
-        payload = json.loads(body) if body else {}
-    except (InvalidShop, ValueError) as exc:
-        return web.json_response({"error": "invalid_input", "detail": str(exc)}, status=400)
-    delivery = Delivery(topic=topic, shop=shop, event_id=request.headers.get("X-Shopify-Event-Id"),
-                        webhook_id=request.headers.get("X-Shopify-Webhook-Id"),
-                        triggered_at=_when(request.headers.get("X-Shopify-Triggered-At")), body=payload)
+    except InvalidShop:
+        if verify_webhook_hmac(body, signature, gw.config.client_secret):
+            return _refused(400, "invalid_input", "X-Shopify-Shop-Domain is not a myshopify.com store", shop=shop_header[:100])
+        return _refused(401, "unauthorized", "invalid X-Shopify-Hmac-Sha256", shop=shop_header[:100])
+    topic = request.headers.get("X-Shopify-Topic", "")[:64]
     try:
-        result = await accept_webhook(gw.sessions, delivery)
+        async with unit_of_work(gw.sessions, admin=True) as session:
+            installation = await installation_any_status(session, shop)
+            # The one secret that may sign for this shop: its own app's when it was connected with one
+            # (``parley shopify connect --webhook-secret``), else the app's. A delivery signed by one
+            # store's secret cannot be re-addressed to another store, nor one signed with the app's
+            # secret to a store of a custom app.
+            if not verify_webhook_hmac(body, signature, own_webhook_secret(gw.box, installation) or gw.config.client_secret):
+                return _refused(401, "unauthorized", "invalid X-Shopify-Hmac-Sha256", shop=shop)
+            delivery = Delivery(topic=_header(request, "X-Shopify-Topic") or "", shop=shop,
+                                event_id=_header(request, "X-Shopify-Event-Id"), webhook_id=_header(request, "X-Shopify-Webhook-Id"),
+                                triggered_at=_when(_header(request, "X-Shopify-Triggered-At")), body=_json(body),
+                                digest=hashlib.sha256(body).hexdigest())
+            result = await accept_webhook(session, delivery, installation, max_age=gw.config.webhook_max_age)
     except InvalidInput as exc:
-        return web.json_response({"error": exc.code, "detail": exc.message}, status=400)
+        return _refused(400, exc.code, exc.message, shop=shop, topic=topic)
     except ParleyError as exc:
         log.warning("shopify webhook not accepted", extra={"shop": shop, "topic": topic, "error": exc.code})
         return web.json_response({"error": exc.code, "detail": exc.message}, status=503 if exc.retryable else 400)

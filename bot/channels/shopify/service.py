@@ -1,16 +1,25 @@
 """Connecting a store and taking its webhooks: the logic behind the routes and the CLI.
 
-* :func:`install_link` — the signed link a tenant's admin sends the merchant (tenant id + expiry,
-  HMAC with a key derived from PARLEY_SECRET_KEY), so ``/shopify/install`` knows the tenant.
+* :func:`install_link` — the signed link a tenant's admin sends the merchant (tenant id, link id,
+  expiry; HMAC with a key derived from PARLEY_SECRET_KEY), so ``/shopify/install`` knows the
+  tenant. A link is single use: the OAuth round trip it starts spends it when Shopify redirects
+  back (a row of ``webhook_event``, source ``shopify_install_link``), so a copy of a used link
+  connects nothing; it lives a day unless ``--ttl`` says otherwise (at most a week).
 * OAuth ``state`` nonces are stored server-side, single-use, with a short lifetime. Until a
   dedicated table exists they are rows of the gateway's ``webhook_event`` table (source
-  ``shopify_oauth``, external id = nonce, topic = shop, status pending -> used): unique,
-  shared by every gateway replica, consumed with one conditional UPDATE.
+  ``shopify_oauth``, external id = nonce + ``.`` + the install link's id, topic = shop, status
+  pending -> used): unique, shared by every gateway replica, consumed with one conditional UPDATE.
 * :func:`complete_install` — after the callback's checks: installation (tokens sealed), webhooks
   registered, first catalog sync requested.
 * :func:`connect_custom_app` — ``parley shopify connect --tenant T --shop S --token ...`` for a
   merchant-created app's Admin API token (non-expiring; no OAuth).
-* :func:`accept_webhook` — dedupe on ``X-Shopify-Event-Id`` and turn a verified delivery into work.
+* :func:`accept_webhook` — refuse a replayed or inconsistent delivery, dedupe, and turn a
+  verified delivery into work. Shopify's HMAC covers the body only, so every header can be
+  rewritten on a captured delivery; what holds: the shop is the one whose secret verified it
+  (the route's job), a body that names a shop names that one, the delivery is deduplicated on
+  ``X-Shopify-Event-Id``, ``X-Shopify-Webhook-Id`` *and* the body itself (its id, ``updated_at``
+  and digest: the same under any headers, topic or shop), and an ``X-Shopify-Triggered-At``
+  older than Shopify's retry schedule is refused.
 """
 
 from __future__ import annotations
@@ -33,7 +42,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.models import WebhookEvent
 from integrations.shopify.client import ShopifyClient
-from integrations.shopify.config import ShopifyConfig
+from integrations.shopify.config import MAX_INSTALL_LINK_TTL, ShopifyConfig
+from integrations.shopify.errors import InvalidShop
 from integrations.shopify.hmac import normalize_shop, sign_install_link
 from parley.bus.contracts import (
     CATALOG_PRODUCT_CHANGED,
@@ -52,7 +62,7 @@ from parley.db import bind_admin, unit_of_work, utcnow
 from parley.errors import InvalidInput
 from parley.settings import Settings
 from tenants.models import ChannelInstallation, ChannelKind
-from tenants.repository import TenantDirectory, reveal_secrets, route_installation
+from tenants.repository import TenantDirectory, reveal_secrets
 from tenants.service import install_channel, revoke_channel
 
 log = logging.getLogger(__name__)
@@ -63,6 +73,7 @@ log = logging.getLogger(__name__)
 #: compliance_topics = [...]``, ``uri = "<public url>/shopify/webhooks"``).
 WEBHOOK_TOPICS = ("products/create", "products/update", "products/delete", "app/uninstalled")
 STATE_SOURCE = "shopify_oauth"
+LINK_SOURCE = "shopify_install_link"
 WEBHOOK_SOURCE = "shopify"
 NO_CUSTOMER_DATA = "Parley stores no Shopify customer data: nothing to report or erase."
 
@@ -82,9 +93,15 @@ def install_link_key(settings: Settings) -> bytes:
 
 def install_link(settings: Settings, *, tenant_id: str, ttl: float | None = None, shop: str | None = None,
                  config: ShopifyConfig | None = None, now: float | None = None) -> str:
+    """A single-use install link for ``tenant_id``, valid ``ttl`` seconds (default: a day; at most a week)."""
     config = config or ShopifyConfig.from_settings(settings)
-    expires = int((now or time.time()) + (ttl or config.install_link_ttl))
-    query = {"tenant": tenant_id, "expires": str(expires), "sig": sign_install_link(install_link_key(settings), tenant_id, expires)}
+    ttl = config.install_link_ttl if ttl is None else ttl
+    if not 0 < ttl <= MAX_INSTALL_LINK_TTL:
+        raise InvalidInput(f"an install link lives more than 0 and at most {MAX_INSTALL_LINK_TTL:.0f} seconds (a week)")
+    expires = int((now or time.time()) + ttl)
+    link_id = secrets.token_urlsafe(12)
+    query = {"tenant": tenant_id, "expires": str(expires), "link": link_id,
+             "sig": sign_install_link(install_link_key(settings), tenant_id, expires, link_id)}
     if shop:
         query["shop"] = normalize_shop(shop)
     return f"{config.public_url.rstrip('/')}/shopify/install?{urlencode(query)}"
@@ -93,11 +110,31 @@ def install_link(settings: Settings, *, tenant_id: str, ttl: float | None = None
 # --- OAuth state --------------------------------------------------------------------------
 
 
-async def remember_state(session: AsyncSession, *, tenant_id: str, shop: str, ttl: float = 900.0) -> str:
+async def _insert_once(session: AsyncSession, *, source: str, external_id: str, topic: str = "",
+                       tenant_id: str | None = None, status: str = "received") -> bool:
+    """One ``webhook_event`` row; False when (source, external_id) is already there (even from a
+    transaction committed meanwhile by another replica: the unique constraint decides)."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    result = await session.execute(
+        insert(WebhookEvent).values(source=source, external_id=external_id[:255], topic=topic[:128], tenant_id=tenant_id,
+                                    status=status, received_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["source", "external_id"]))
+    return (result.rowcount or 0) == 1
+
+
+async def link_used(session: AsyncSession, link_id: str) -> bool:
+    found = await session.execute(select(WebhookEvent.id).where(WebhookEvent.source == LINK_SOURCE,
+                                                                WebhookEvent.external_id == link_id[:255]))
+    return found.first() is not None
+
+
+async def remember_state(session: AsyncSession, *, tenant_id: str, shop: str, ttl: float = 900.0,
+                         link_id: str | None = None) -> str:
+    """A new OAuth state for ``shop``; ``link_id``: the install link it was started from, spent with it."""
     # states older than a day are of no use to anyone: forget them as new ones are made
     await session.execute(delete(WebhookEvent).where(
         WebhookEvent.source == STATE_SOURCE, WebhookEvent.received_at < utcnow() - dt.timedelta(seconds=max(ttl, 86400))))
-    nonce = secrets.token_urlsafe(24)
+    nonce = secrets.token_urlsafe(24) + (f".{link_id}" if link_id else "")  # token_urlsafe has no "."
     session.add(WebhookEvent(source=STATE_SOURCE, external_id=nonce, topic=shop, tenant_id=tenant_id,
                              status="pending", received_at=utcnow()))
     await session.flush()
@@ -105,8 +142,9 @@ async def remember_state(session: AsyncSession, *, tenant_id: str, shop: str, tt
 
 
 async def consume_state(session: AsyncSession, *, nonce: str, shop: str, ttl: float) -> str | None:
-    """The tenant the nonce was issued for, once; None when unknown, used, expired or for another shop."""
-    if not nonce:
+    """The tenant the nonce was issued for, once; None when unknown, used, expired, for another shop,
+    or started from an install link that another round trip has already spent."""
+    if not nonce or len(nonce) > 255:
         return None
     row = (await session.execute(select(WebhookEvent).where(
         WebhookEvent.source == STATE_SOURCE, WebhookEvent.external_id == nonce))).scalar_one_or_none()
@@ -114,7 +152,14 @@ async def consume_state(session: AsyncSession, *, nonce: str, shop: str, ttl: fl
         return None
     used = await session.execute(update(WebhookEvent).where(WebhookEvent.id == row.id, WebhookEvent.status == "pending")
                                  .values(status="used").execution_options(synchronize_session=False))
-    return row.tenant_id if used.rowcount == 1 else None
+    if used.rowcount != 1:
+        return None
+    _, _, link_id = nonce.partition(".")  # the stored nonce is ours: its link part is the link it came from
+    if link_id and not await _insert_once(session, source=LINK_SOURCE, external_id=link_id, topic=shop,
+                                          tenant_id=row.tenant_id, status="used"):
+        log.warning("shopify install link used twice", extra={"tenant_id": row.tenant_id, "shop": shop})
+        return None
+    return row.tenant_id
 
 
 # --- connecting a store -------------------------------------------------------------------
@@ -202,13 +247,22 @@ async def installation_any_status(session: AsyncSession, shop: str) -> ChannelIn
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def custom_webhook_secret(sessions: async_sessionmaker[AsyncSession], box: SecretBox, shop: str) -> str | None:
-    async with unit_of_work(sessions, admin=True) as session:
-        row = await route_installation(session, ChannelKind.shopify, shop)
-        return reveal_secrets(box, row).get("webhook_secret") if row is not None else None
+def own_webhook_secret(box: SecretBox, installation: ChannelInstallation | None) -> str | None:
+    """The secret that signs a connected store's webhooks when it is its own (a custom app connected
+    with ``--webhook-secret``); None when the app's client secret signs them."""
+    if installation is None or installation.status != "active":
+        return None
+    return reveal_secrets(box, installation).get("webhook_secret") or None
 
 
 # --- webhooks -----------------------------------------------------------------------------
+
+
+#: Topics about the shop itself: their body names the shop (``shop_domain``, ``myshopify_domain`` or
+#: ``domain``), and it must be the shop of the delivery.
+SHOP_TOPICS = frozenset({"app/uninstalled", "shop/redact", "customers/data_request", "customers/redact"})
+#: Fields of a product that a products/delete body (``{"id": ...}``) never has.
+_PRODUCT_FIELDS = frozenset({"title", "handle", "variants", "updated_at", "body_html"})
 
 
 @dataclass(frozen=True)
@@ -219,29 +273,78 @@ class Delivery:
     webhook_id: str | None
     triggered_at: dt.datetime | None
     body: Any
+    #: The raw body's SHA-256 (hex): what a replay cannot change.
+    digest: str
+
+
+def body_key(body: Any, digest: str) -> str:
+    """The delivery's own identity, from the signed body alone: its id, ``updated_at`` and digest.
+    A replay keeps these whatever headers it comes with (new event or webhook id, another topic or
+    shop); two versions of a product never share it."""
+    if isinstance(body, dict) and body.get("id") is not None:
+        return f"body:{str(body['id'])[:40]}@{str(body.get('updated_at') or '')[:40]}:{digest}"
+    return f"body:{digest}"
+
+
+def dedupe_keys(d: Delivery) -> list[str]:
+    keys = [d.event_id] if d.event_id else []  # bare, as earlier versions stored it
+    if d.webhook_id:
+        keys.append(f"webhook:{d.webhook_id}")
+    keys.append(body_key(d.body, d.digest))
+    return [k[:255] for k in keys]
+
+
+def check_delivery(d: Delivery, *, max_age: float, now: dt.datetime | None = None) -> None:
+    """`InvalidInput` for a delivery that is stale or whose body contradicts its headers."""
+    if d.triggered_at is not None and d.triggered_at < (now or utcnow()) - dt.timedelta(seconds=max_age):
+        raise InvalidInput(f"X-Shopify-Triggered-At is more than {max_age / 3600:g} hours old: a replay, not a Shopify retry",
+                           code="stale_delivery")
+    body = d.body if isinstance(d.body, dict) else {}
+    named: set[str] = set()
+    for name in ("shop_domain", "myshopify_domain", "domain"):
+        value = body.get(name)
+        if not isinstance(value, str) or not value.strip():
+            continue
+        try:
+            named.add(normalize_shop(value))
+        except InvalidShop:
+            if name != "domain":  # ``domain`` may be the shop's own custom domain: not comparable
+                named.add(value.strip().lower()[:100])
+    if named - {d.shop}:
+        raise InvalidInput(f"X-Shopify-Shop-Domain is {d.shop} but the body is about {sorted(named - {d.shop})[0]}",
+                           code="shop_mismatch")
+    if d.topic in SHOP_TOPICS and not named:
+        raise InvalidInput(f"a {d.topic} body names its shop; this one does not", code="shop_mismatch")
+    if d.topic == "products/delete" and _PRODUCT_FIELDS & body.keys():
+        raise InvalidInput("a products/delete body carries only the product id; this one is a product", code="topic_mismatch")
 
 
 async def _first_time(session: AsyncSession, delivery: Delivery, tenant_id: str | None) -> bool:
-    key = delivery.event_id or delivery.webhook_id
-    if not key:
-        return True  # nothing to dedupe on (very old API versions): process it
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    result = await session.execute(
-        insert(WebhookEvent).values(source=WEBHOOK_SOURCE, external_id=key[:255], topic=delivery.topic[:128],
-                                    tenant_id=tenant_id, status="received", received_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["source", "external_id"]))
-    return (result.rowcount or 0) == 1
+    """Record the delivery's dedupe keys unless one of them is known (then nothing new is recorded)."""
+    keys = list(dict.fromkeys(dedupe_keys(delivery)))
+    seen = await session.execute(select(WebhookEvent.id).where(WebhookEvent.source == WEBHOOK_SOURCE,
+                                                               WebhookEvent.external_id.in_(keys)))
+    if seen.first() is not None:
+        return False
+    # one statement; a copy being accepted at this very moment: the unique constraint decides
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    now = utcnow()
+    result = await session.execute(insert(WebhookEvent).values([
+        {"source": WEBHOOK_SOURCE, "external_id": key, "topic": delivery.topic[:128], "tenant_id": tenant_id,
+         "status": "received", "received_at": now} for key in keys]).on_conflict_do_nothing(index_elements=["source", "external_id"]))
+    return (result.rowcount or 0) == len(keys)
 
 
-async def accept_webhook(sessions: async_sessionmaker[AsyncSession], delivery: Delivery) -> dict[str, Any]:
-    """One transaction: dedupe row + the staged work, so a failure lets Shopify's retry try again."""
-    async with unit_of_work(sessions, admin=True) as session:
-        installation = await installation_any_status(session, delivery.shop)
-        tenant_id = installation.tenant_id if installation is not None else None
-        if not await _first_time(session, delivery, tenant_id):
-            return {"status": "duplicate"}
-        return await _dispatch(session, delivery, installation)
+async def accept_webhook(session: AsyncSession, delivery: Delivery, installation: ChannelInstallation | None, *,
+                         max_age: float = ShopifyConfig.webhook_max_age) -> dict[str, Any]:
+    """A verified delivery, in the edge's transaction (dedupe rows + the staged work commit together,
+    so a failure lets Shopify's retry try again). ``installation``: the shop's, whatever its status.
+    `InvalidInput`, nothing recorded, for a stale or self-contradicting delivery."""
+    check_delivery(delivery, max_age=max_age)
+    tenant_id = installation.tenant_id if installation is not None else None
+    if not await _first_time(session, delivery, tenant_id):
+        return {"status": "duplicate"}
+    return await _dispatch(session, delivery, installation)
 
 
 async def _dispatch(session: AsyncSession, d: Delivery, installation: ChannelInstallation | None) -> dict[str, Any]:

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.channels.downloads import SLACK_FILE_HOSTS, Downloader, FilePolicy
 from bot.channels.routing import InstallationDirectory
-from bot.conversation.schemas import Attachment, DeliveryError, Download, Reply
+from bot.conversation.schemas import Attachment, DeliveryError, Download, Reply, Standing
 from parley.errors import InvalidInput
 from tenants.models import ChannelKind
+
+log = logging.getLogger("parley.gateway.slack")
 
 CHUNK = 1 << 16
 RETRYABLE_ERRORS = {"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
@@ -64,14 +67,14 @@ class SlackChannel:
     name = "slack"
     reply_window = None
 
-    def __init__(self, *, client: AsyncWebClient, directory: InstallationDirectory, http: aiohttp.ClientSession,
+    def __init__(self, *, client: AsyncWebClient, directory: InstallationDirectory, downloads: Downloader,
                  download_timeout: float = 120.0) -> None:
         self.client = client
         self.directory = directory
-        self.http = http
+        self.downloads = downloads
         self.download_timeout = aiohttp.ClientTimeout(total=download_timeout, sock_read=30)
-        api_host = urlsplit(str(client.base_url)).hostname or ""
-        self._token_hosts = {api_host}
+        # The bot token goes to files.slack.com over https, or to the API origin exactly as configured.
+        self.files = FilePolicy.of("Slack", SLACK_FILE_HOSTS, str(client.base_url))
 
     async def _token(self, tenant_id: str, route: dict[str, Any]) -> str:
         team = str(route.get("team") or "")
@@ -80,6 +83,39 @@ class SlackChannel:
             raise DeliveryError(f"the Slack workspace {team} is no longer connected", retryable=False, code="slack_uninstalled")
         return str(found.secrets["bot_token"])
 
+    async def standing(self, *, tenant_id: str, route: dict[str, Any], sender_id: str) -> Standing:
+        """The user who installed the app administers it; anyone else is asked about with
+        ``users.info`` (scope ``users:read``): an admin or owner of *this* workspace does, a member,
+        a guest, a deactivated account, a bot or someone from another organisation (Slack Connect:
+        their ``is_admin`` is about their own workspace) does not."""
+        team = str(route.get("team") or "")
+        found = await self.directory.find(ChannelKind.slack, team)
+        if found is None or found.tenant_id != tenant_id or not found.secrets.get("bot_token"):
+            raise DeliveryError(f"the Slack workspace {team} is no longer connected", retryable=False, code="slack_uninstalled")
+        if sender_id and sender_id == found.details.get("installer_user_id"):
+            return Standing(admin=True, why="installed the Slack app")
+        try:
+            info = await self.client.users_info(token=str(found.secrets["bot_token"]), user=sender_id)
+        except Exception as exc:
+            failure = slack_failure(exc, "users.info")
+            if failure.retryable:
+                raise failure from exc
+            if failure.code == "slack_missing_scope":
+                log.warning("the Slack app may not read users (users:read): reinstall it so workspace admins can add "
+                            "documents", extra={"team_id": team})
+            return Standing(admin=False, why=f"Slack would not say who this is ({failure.message})")
+        user = info.get("user") or {}
+        if user.get("deleted") or user.get("is_bot") or user.get("is_restricted") or user.get("is_ultra_restricted"):
+            return Standing(admin=False, why="deactivated, guest or bot account")
+        home = str(user.get("team_id") or "")
+        if user.get("is_stranger") or (team.startswith("T") and home != team):
+            return Standing(admin=False, why=f"member of another workspace ({home or 'unknown'})")
+        if user.get("is_owner") or user.get("is_primary_owner"):
+            return Standing(admin=True, why="owner of the Slack workspace")
+        if user.get("is_admin"):
+            return Standing(admin=True, why="admin of the Slack workspace")
+        return Standing(admin=False, why="member of the Slack workspace")
+
     async def send(self, *, tenant_id: str, route: dict[str, Any], reply: Reply, progress: dict[str, Any]) -> None:
         token = await self._token(tenant_id, route)
         try:
@@ -87,13 +123,6 @@ class SlackChannel:
                                                unfurl_links=False, unfurl_media=False)
         except Exception as exc:
             raise slack_failure(exc, "chat.postMessage") from exc
-
-    def _may_send_token(self, url: str) -> bool:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if host in self._token_hosts:
-            return True
-        return parts.scheme == "https" and (host == "slack.com" or host.endswith(".slack.com"))
 
     @contextlib.asynccontextmanager
     async def download(self, *, tenant_id: str, route: dict[str, Any], attachment: Attachment) -> AsyncIterator[Download]:
@@ -111,10 +140,8 @@ class SlackChannel:
         url = ref.get("url")
         if not url:
             raise InvalidInput("Slack gave no download link for this file")
-        if not self._may_send_token(str(url)):
-            raise InvalidInput("the file's link does not point to Slack; refusing to send the bot token there")
-        try:
-            async with self.http.get(str(url), headers={"Authorization": f"Bearer {token}"}, timeout=self.download_timeout) as resp:
+        try:  # the link is checked (bot.channels.downloads) before the token goes anywhere
+            async with self.downloads.open(str(url), policy=self.files, token=token, timeout=self.download_timeout) as resp:
                 if resp.status == 429 or resp.status >= 500:
                     retry_after = resp.headers.get("Retry-After")
                     raise DeliveryError(f"file download: Slack answered {resp.status}", retryable=True,

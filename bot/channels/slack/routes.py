@@ -7,8 +7,10 @@ workspace's installation (our store; ``auth.test`` once per token, cached), Bolt
 filter, then `_persist_dm`, a global middleware that stores a customer's DM *before* Bolt acks
 (``process_before_response=False`` acks as soon as a listener matches) and hands it to the
 dispatcher. A redelivery (``X-Slack-Retry-Num``, a duplicate event id) is found by the unique
-constraint and acked without doing anything else. Every event type we subscribe to has a
-listener, so Slack never sees a 404 and never retries for want of one.
+constraint and acked without doing anything else. A DM over its sender's or tenant's rate, or
+past the tenant's answer backlog (`bot.limits`), is acked 200 too (never a 429: Slack would retry
+it) and dropped before it is stored, the sender told once to slow down. Every event type we subscribe to
+has a listener, so Slack never sees a 404 and never retries for want of one.
 """
 
 from __future__ import annotations
@@ -26,16 +28,17 @@ from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
-from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channels.slack.events import ignore_reason, to_incoming
-from bot.channels.slack.oauth import TenantOAuthFlow, tenant_of_link
+from bot.channels.slack.oauth import TenantOAuthFlow, link_of
+from bot.channels.slack.signature import RequestSignature
 from bot.channels.slack.store import ParleyInstallationStore, SignedStateStore
 from bot.context import GATEWAY, Gateway
 from bot.http import error_response
-from parley.errors import Unavailable
+from parley.errors import Forbidden, Unavailable
 from parley.logging import bound
 from tenants.models import ChannelKind
 
@@ -46,20 +49,13 @@ OUTCOME = "parley_outcome"
 INBOUND = "parley_inbound"
 
 
-class _GatewayClock(Clock):
-    def __init__(self, now: Callable[[], float]) -> None:
-        self._now = now
-
-    def now(self) -> float:
-        return self._now()
-
-
 @dataclass
 class SlackRuntime:
     bolt: AsyncApp
-    verifier: SignatureVerifier
+    verifier: RequestSignature
     store: ParleyInstallationStore
     flow: TenantOAuthFlow | None
+    states: SignedStateStore | None = None
 
 
 SLACK = web.AppKey("parley_slack", SlackRuntime)
@@ -101,8 +97,8 @@ def build_slack(gw: Gateway, client: AsyncWebClient) -> SlackRuntime:
         """Any other subscribed event is acknowledged (a 404 would make Slack retry it)."""
         log.debug("slack event ignored", extra={"event_type": (body.get("event") or {}).get("type")})
 
-    verifier = SignatureVerifier(config.slack_signing_secret or "", clock=_GatewayClock(gw.clock))
-    return SlackRuntime(bolt=bolt, verifier=verifier, store=store, flow=flow)
+    verifier = RequestSignature(config.slack_signing_secret or "", gw.clock)
+    return SlackRuntime(bolt=bolt, verifier=verifier, store=store, flow=flow, states=flow.states if flow else None)
 
 
 def _persist_dm(gw: Gateway) -> Callable[..., Awaitable[Any]]:
@@ -120,6 +116,11 @@ def _persist_dm(gw: Gateway) -> Callable[..., Awaitable[Any]]:
             context[OUTCOME] = "unknown_workspace"
             return BoltResponse(status=200, body="")
         incoming = to_incoming(route.tenant_id, team_id, event)
+        verdict = gw.limits.admit(incoming, gw.answers)  # the sender's and tenant's rate, the answer backlog
+        if not verdict.allowed:  # acked 200 and dropped: anything but a 200 and Slack retries it
+            context[OUTCOME] = f"limited_{verdict.scope}"
+            gw.limits.refused(incoming, verdict, gw.answers)
+            return BoltResponse(status=200, body="")
         with bound(tenant_id=route.tenant_id):
             accepted = await gw.writer.accept(incoming)
         if not accepted.created:
@@ -139,19 +140,23 @@ async def events(request: web.Request) -> web.StreamResponse:
     raw = await request.read()
     timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
     signature = request.headers.get("X-Slack-Signature", "")
-    if not (timestamp.isdigit() and signature and slack.verifier.is_valid(body=raw, timestamp=timestamp, signature=signature)):
+    if not slack.verifier.valid(raw, timestamp, signature):  # total: any header text is a yes or a no
         gw.metrics.ack("slack", "bad_signature", time.perf_counter() - started)
-        log.warning("slack request refused: bad or stale signature", extra={"retry_num": request.headers.get("X-Slack-Retry-Num")})
+        log.warning("slack request refused: bad or stale signature")
         return web.json_response({"error": "invalid request"}, status=401)
     try:
+        # Bolt parses the body and walks it in the request's constructor; a body it does not expect
+        # (a JSON array, a number where a list belongs) raises whatever it hits there.
         bolt_request = await to_bolt_request(request)
         if not isinstance(bolt_request.body, dict):
             raise ValueError("not an object")
-    except ValueError:
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, LookupError, RecursionError):
+        # LookupError: an unknown charset; RecursionError: JSON nested past the parser's stack
         gw.metrics.ack("slack", "malformed", time.perf_counter() - started)
-        return error_response(400, "invalid_input", "the body is not valid JSON or form data")
+        log.warning("slack request refused: the signed body is not a Slack request")
+        return error_response(400, "invalid_input", "the body is not a JSON object or form data")
     kind = bolt_request.body.get("type")
-    if bolt_request.body.get("command") or kind not in EVENTS_API_TYPES:
+    if bolt_request.body.get("command") or not isinstance(kind, str) or kind not in EVENTS_API_TYPES:
         # Slash commands and interactivity are not configured for this app: say so instead of a 404.
         gw.metrics.ack("slack", "unsupported", time.perf_counter() - started)
         text = "I don't have slash commands: send me a direct message instead." if bolt_request.body.get("command") else ""
@@ -178,8 +183,14 @@ async def install(request: web.Request) -> web.StreamResponse:
     slack = request.app[SLACK]
     if slack.flow is None:
         raise Unavailable("Slack install is not configured (PARLEY_SLACK_CLIENT_ID and PARLEY_SLACK_CLIENT_SECRET)")
-    tenant_of_link(request.app[GATEWAY].signer, request.query.get("tenant"))  # 403 for a forged or expired link
-    response = await slack.flow.handle_installation(await to_bolt_request(request))
+    try:
+        link = link_of(request.app[GATEWAY].signer, request.query.get("tenant"))  # forged or expired: 403
+        if slack.states is not None and await slack.states.link_used(link.id):
+            raise Forbidden("this install link was already used; ask for a new one")
+    except Forbidden as exc:
+        log.warning("slack install link refused: %s", exc)
+        raise
+    response = await slack.flow.handle_installation(_oauth_request(request))
     return await to_aiohttp_response(response)
 
 
@@ -187,8 +198,14 @@ async def oauth_redirect(request: web.Request) -> web.StreamResponse:
     slack = request.app[SLACK]
     if slack.flow is None:
         raise Unavailable("Slack install is not configured")
-    response = await slack.flow.handle_callback(await to_bolt_request(request))
+    response = await slack.flow.handle_callback(_oauth_request(request))
     return await to_aiohttp_response(response)
+
+
+def _oauth_request(request: web.Request) -> AsyncBoltRequest:
+    """Bolt's view of an OAuth step: its query and headers. These are GETs: a body is never read
+    (``to_bolt_request`` decodes one, and an undecodable body or an unknown charset was a 500)."""
+    return AsyncBoltRequest(body="", query=request.query_string, headers=dict(request.headers))
 
 
 def setup_slack_routes(app: web.Application) -> None:

@@ -4,9 +4,11 @@
   external id = team id): non-secret facts in ``details``, the bot token (and refresh token when
   rotation is on) encrypted with the platform's `SecretBox`. Which tenant a new install belongs to
   comes from the signed OAuth state (`TenantOAuthFlow` puts it in ``custom_values``).
-* `SignedStateStore`: the state is a signed token naming the tenant and a nonce, valid for
-  ``ttl`` seconds and consumable once (the nonce is recorded in ``webhook_event``, whose unique
-  (source, external_id) makes a second use fail even across replicas).
+* `SignedStateStore`: the state is a signed token naming the tenant, a nonce and the install link
+  it came from, valid for ``ttl`` seconds and consumable once (the nonce is recorded in
+  ``webhook_event``, whose unique (source, external_id) makes a second use fail even across
+  replicas). Consuming it spends its install link too, in the same transaction: a link installs
+  once (`link_used` lets ``/slack/install`` say so before the round trip to Slack).
 
 We store bot installations only: user tokens are neither requested nor kept, so a lookup for a
 specific user's installation finds nothing and a user's token revocation changes nothing.
@@ -21,6 +23,7 @@ from slack_sdk.oauth.installation_store.async_installation_store import AsyncIns
 from slack_sdk.oauth.installation_store.models.bot import Bot
 from slack_sdk.oauth.installation_store.models.installation import Installation
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -37,6 +40,9 @@ log = logging.getLogger("parley.gateway.slack")
 
 STATE_PURPOSE = "slack-oauth-state"
 INSTALL_PURPOSE = "slack-install"
+#: ``webhook_event.source`` of the rows that record spent OAuth states and install links.
+STATE_SOURCE = "slack_oauth_state"
+LINK_SOURCE = "slack_install_link"
 TENANT_KEY = "parley_tenant_id"
 
 
@@ -158,10 +164,10 @@ class SignedStateStore(AsyncOAuthStateStore):
         return log
 
     async def async_issue(self, *args: Any, **kwargs: Any) -> str:
-        tenant_id = kwargs.get("tenant_id")
-        if not tenant_id:
+        tenant_id, link_id = kwargs.get("tenant_id"), kwargs.get("link_id")
+        if not tenant_id or not link_id:
             raise Forbidden("an OAuth state needs a tenant: start from the tenant's install link")
-        return self.signer.sign(STATE_PURPOSE, {"t": tenant_id, "n": new_id()}, ttl=self.ttl)
+        return self.signer.sign(STATE_PURPOSE, {"t": tenant_id, "n": new_id(), "l": link_id}, ttl=self.ttl)
 
     def tenant_of(self, state: str | None) -> str:
         return str(self.signer.verify(STATE_PURPOSE, state)["t"])
@@ -172,11 +178,21 @@ class SignedStateStore(AsyncOAuthStateStore):
         except Forbidden as exc:
             log.warning("slack OAuth state refused: %s", exc)
             return False
+        if not data.get("l"):
+            log.warning("slack OAuth state refused: it names no install link")
+            return False
         try:
             async with unit_of_work(self.sessions, admin=True) as session:
-                session.add(WebhookEvent(source="slack_oauth_state", external_id=str(data["n"]), topic="oauth",
-                                         tenant_id=str(data["t"]), status="consumed", received_at=utcnow()))
+                for source, external_id in ((STATE_SOURCE, data["n"]), (LINK_SOURCE, data["l"])):
+                    session.add(WebhookEvent(source=source, external_id=str(external_id)[:255], topic="oauth",
+                                             tenant_id=str(data["t"]), status="consumed", received_at=utcnow()))
         except IntegrityError:
-            log.warning("slack OAuth state used twice", extra={"tenant_id": data.get("t")})
+            log.warning("slack OAuth state or its install link used twice", extra={"tenant_id": data.get("t")})
             return False
         return True
+
+    async def link_used(self, link_id: str) -> bool:
+        async with unit_of_work(self.sessions, admin=True) as session:
+            found = await session.execute(select(WebhookEvent.id).where(WebhookEvent.source == LINK_SOURCE,
+                                                                        WebhookEvent.external_id == link_id[:255]))
+            return found.first() is not None

@@ -1,13 +1,14 @@
 """Web chat and the tenant admin API, for the tenant of the API key (``Authorization: Bearer pk_...``).
 
-    GET  /chat                      the static chat page (no build step)
+    GET  /chat                      the static chat page (no build step) and /chat/static/ its script and style
     POST /api/chat                  {"message", "conversation_id"?, "client_message_id"?} -> answer + citations
     POST /api/documents             multipart "file" parts, streamed and size-capped -> 202 + documents
+                                    (who may: the tenant's uploader policy for "web"; 403 when closed)
     GET  /api/documents[?status=]   GET /api/documents/{id}
     GET  /api/jobs                  GET /api/jobs/{id}   (with the report: "3 of 4 indexed; 1 failed: ...")
     GET  /api/conversations         recent inbound messages of every channel, with latency and status
     GET  /api/conversations/{id}
-    GET  /api/slack/install-link    the signed link that installs the Slack bot for this tenant
+    GET  /api/slack/install-link    the signed link that installs the Slack bot for this tenant (single use, a day)
 
 Every read goes through a tenant-scoped repository: another tenant's id is a 404, not a 403, so
 the API does not even confirm that it exists.
@@ -15,10 +16,18 @@ the API does not even confirm that it exists.
 The handlers read the caller's tenant from ``request[TENANT]`` (and key from ``request[API_KEY_ID]``)
 and are wrapped at registration: here by the API-key check, in the admin dashboard
 (`bot.admin.routes`) by its session-cookie check, so both serve the same logic.
+
+The chat page is a browser client of the dashboard's session, not of the bearer API: it sends
+the person to the dashboard's sign-in (``/admin/login?next=/chat``: the API key in, a signed
+HttpOnly SameSite=Strict cookie out) and then asks ``/admin/api/chat`` and ``/admin/api/documents``
+with the session's CSRF token, so no script ever holds the API key. The page and its assets carry
+the dashboard's headers (`bot.http.SECURITY_HEADERS`: CSP without inline script, no framing,
+nosniff). The ``/api/*`` routes above stay for scripts, which send the key themselves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 import re
@@ -32,21 +41,23 @@ from aiohttp import BodyPartReader, web
 from bot.channels.slack.oauth import install_link
 from bot.context import GATEWAY
 from bot.conversation.repository import InboundRepository
-from bot.conversation.schemas import Attachment, Download, IncomingMessage, Reply
+from bot.conversation.schemas import Attachment, Download, IncomingMessage, Reply, Standing
 from bot.conversation.uploads import StoredFile
-from bot.http import API_KEY_ID, TENANT, error_response, read_json, require_api_key
+from bot.http import API_KEY_ID, SECURITY_HEADERS, TENANT, error_response, read_json, require_api_key
 from bot.models import InboundMessage
 from parley.db import unit_of_work
 from knowledge.repository import DocumentRepository, JobRepository
-from knowledge.service import job_report
-from parley.errors import InvalidInput, ParleyError, TooLarge, Unavailable
+from knowledge.audit import Actor
+from knowledge.service import job_report, refuse_upload
+from parley.errors import Forbidden, InvalidInput, ParleyError, TooLarge, Unavailable
+from tenants import uploaders
 from knowledge.models import Document, DocumentStatus
 
 STATIC = Path(__file__).parent / "static"
 MAX_FILES_PER_REQUEST = 20
 _ACCEPT = re.compile(r'\baccept="[^"]*"')
 
-auth = require_api_key(lambda request: request.app[GATEWAY].sessions)
+auth = require_api_key(lambda request: request.app[GATEWAY].sessions, lambda request: request.app[GATEWAY].limits)
 
 
 class WebChannel:
@@ -62,6 +73,9 @@ class WebChannel:
     async def download(self, *, tenant_id: str, route: dict[str, Any], attachment: Attachment) -> AsyncIterator[Download]:
         raise InvalidInput("web uploads arrive through POST /api/documents")
         yield  # pragma: no cover
+
+    async def standing(self, *, tenant_id: str, route: dict[str, Any], sender_id: str) -> Standing:
+        return Standing(admin=True, why="holds an admin API key")  # the web chat needs one to say anything
 
 
 def _iso(value: Any) -> str | None:
@@ -92,10 +106,12 @@ async def chat(request: web.Request) -> web.Response:
         raise InvalidInput("'message' is required")
     conversation = str(data.get("conversation_id") or "default")[:64]
     client_id = str(data.get("client_message_id") or uuid.uuid4().hex)[:64]
-    accepted = await gw.writer.accept(IncomingMessage(
+    incoming = IncomingMessage(
         channel="web", tenant_id=tenant_id, external_event_id=f"{key_id}:{client_id}",
         conversation_id=f"web:{key_id}:{conversation}", sender_id=f"api_key:{key_id}", text=message[:4000],
-    ), want_existing=True)
+    )
+    gw.limits.check_question(incoming, gw.answers)  # 429 past the key's or tenant's rate, or a full backlog
+    accepted = await gw.writer.accept(incoming, want_existing=True)
     if accepted.created:
         outcome = await gw.answers.run(tenant_id, accepted.message_id)
         body = {"message_id": accepted.message_id, "status": outcome.status, "answer": outcome.reply,
@@ -118,8 +134,24 @@ async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
         yield chunk
 
 
+async def web_uploader(gw: Any, tenant_id: str, key_id: str) -> Actor:
+    """The holder of this API key as an uploader (the tenant's policy for the web channel), or
+    `Forbidden` with the reason, recorded in the audit log."""
+    user_id = f"api_key:{key_id}"
+    async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
+        permission = await uploaders.decide(session, tenant_id=tenant_id, channel="web", user_id=user_id,
+                                            channel_admin=True, admin_reason="holds an admin API key")
+        actor = Actor("web", user_id, may_replace=permission.may_replace)
+        if not permission.may_upload:
+            refuse_upload(session, tenant_id=tenant_id, actor=actor, filenames=["(web upload)"], why=permission.reason)
+    if not permission.may_upload:
+        raise Forbidden(permission.reason)
+    return actor
+
+
 async def upload(request: web.Request) -> web.Response:
     gw, tenant_id = request.app[GATEWAY], request[TENANT]
+    actor = await web_uploader(gw, tenant_id, request[API_KEY_ID])
     limit = await gw.intake.limit_for(tenant_id)
     if request.content_length is not None and request.content_length > limit * MAX_FILES_PER_REQUEST + (1 << 20):
         raise TooLarge(f"the upload is larger than {MAX_FILES_PER_REQUEST} files of the {limit:,}-byte limit")
@@ -128,34 +160,46 @@ async def upload(request: web.Request) -> web.Response:
     reader = await request.multipart()
     stored: list[StoredFile] = []
     rejected: list[dict[str, str]] = []
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader) or not part.filename:
-            continue
-        if len(stored) + len(rejected) >= MAX_FILES_PER_REQUEST:
-            raise TooLarge(f"at most {MAX_FILES_PER_REQUEST} files per upload")
-        name = Path(part.filename).name[:255] or "upload"
-        try:
-            mime = gw.intake.check_supported(name, part.headers.get("Content-Type"))
-            blob = await gw.intake.store(tenant_id, name, _chunks(part), max_bytes=limit)
-        except ParleyError as exc:
-            detail = f"{name} is larger than the limit of {limit:,} bytes" if isinstance(exc, TooLarge) else exc.message
-            rejected.append({"filename": name, "error": exc.code, "detail": detail})
-            gw.metrics.uploads.labels("web", exc.code).inc()
-            continue
-        stored.append(StoredFile(name, mime, blob))
-        gw.metrics.uploads.labels("web", "stored").inc()
-    if not stored:
-        if not rejected:
-            raise InvalidInput("no file in the upload (use the multipart field 'file')")
-        status = 413 if all(r["error"] == "too_large" for r in rejected) else 415 if all(
-            r["error"] == "unsupported_type" for r in rejected) else 400
-        return web.json_response({"error": rejected[0]["error"], "detail": "; ".join(r["detail"] for r in rejected),
-                                  "rejected": rejected}, status=status)
-    submission = await gw.intake.submit(tenant_id, source="web", files=stored, notify=None,
-                                        description=f"{len(stored)} files uploaded in the web chat")
+    try:  # whatever ends the request early (too many files, a broken body, a lost client), no blob stays behind
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or not part.filename:
+                continue
+            if len(stored) + len(rejected) >= MAX_FILES_PER_REQUEST:
+                raise TooLarge(f"at most {MAX_FILES_PER_REQUEST} files per upload; nothing was kept")
+            name = Path(part.filename).name[:255] or "upload"
+            try:
+                mime = gw.intake.check_supported(name, part.headers.get("Content-Type"))
+                blob = await gw.intake.store(tenant_id, name, _chunks(part), max_bytes=limit)
+            except ParleyError as exc:
+                detail = f"{name} is larger than the limit of {limit:,} bytes" if isinstance(exc, TooLarge) else exc.message
+                rejected.append({"filename": name, "error": exc.code, "detail": detail})
+                gw.metrics.uploads.labels("web", exc.code).inc()
+                continue
+            stored.append(StoredFile(name, mime, blob))
+            gw.metrics.uploads.labels("web", "stored").inc()
+        if not stored:
+            if not rejected:
+                raise InvalidInput("no file in the upload (use the multipart field 'file')")
+            status = 413 if all(r["error"] == "too_large" for r in rejected) else 415 if all(
+                r["error"] == "unsupported_type" for r in rejected) else 400
+            return web.json_response({"error": rejected[0]["error"], "detail": "; ".join(r["detail"] for r in rejected),
+                                      "rejected": rejected}, status=status)
+        submission = await gw.intake.submit(tenant_id, source="web", files=stored, notify=None,
+                                            description=f"{len(stored)} files uploaded in the web chat", actor=actor)
+    except BaseException:
+        await asyncio.shield(gw.intake.discard(tenant_id, [f.blob for f in stored]))
+        raise
+    for f in submission.files:
+        if f.refused:
+            rejected.append({"filename": f.name, "error": "forbidden", "detail": f"{f.name}: {f.refused}"})
+            gw.metrics.uploads.labels("web", "refused").inc()
+    taken = [f for f in submission.files if not f.refused]
+    if not taken:
+        return web.json_response({"error": "forbidden", "detail": "; ".join(r["detail"] for r in rejected),
+                                  "rejected": rejected}, status=403)
     async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
         repo = DocumentRepository(session, tenant_id)
-        documents = [document_json(await repo.get(f.document_id)) for f in submission.files]
+        documents = [document_json(await repo.get(f.document_id)) for f in taken]
     return web.json_response({"documents": documents, "job_id": submission.job_id, "rejected": rejected}, status=202)
 
 
@@ -214,7 +258,7 @@ async def slack_install_link(request: web.Request) -> web.Response:
     if not gw.config.slack_oauth_enabled:
         raise Unavailable("Slack install is not configured on this gateway")
     url = install_link(gw.signer, gw.config.public_url, request[TENANT], ttl=gw.config.slack_install_link_ttl)
-    return web.json_response({"url": url, "expires_in": int(gw.config.slack_install_link_ttl)})
+    return web.json_response({"url": url, "expires_in": int(gw.config.slack_install_link_ttl), "single_use": True})
 
 
 def _limit(request: web.Request) -> int:
@@ -239,9 +283,17 @@ async def root(request: web.Request) -> web.Response:
     raise web.HTTPFound("/chat")
 
 
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if request.path == "/chat" or request.path.startswith("/chat/"):
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+
+
 def setup_web_routes(app: web.Application) -> None:
+    app.on_response_prepare.append(_security_headers)
     app.router.add_get("/", root)
     app.router.add_get("/chat", chat_page)
+    app.router.add_static("/chat/static", STATIC, append_version=False)
     app.router.add_post("/api/chat", auth(chat))
     app.router.add_post("/api/documents", auth(upload))
     app.router.add_get("/api/documents", auth(list_documents))

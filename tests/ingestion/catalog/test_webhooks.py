@@ -122,9 +122,11 @@ async def test_product_webhooks_update_the_index_once_in_order(stack: Stack, gat
 async def test_compliance_uninstall_and_redact(stack: Stack, gateway: TestClient) -> None:
     stack.emulator.add_products(SHOP, synthetic_catalog(4))
     await stack.finished((await stack.connect(SHOP)).job_id)
-    # Customers' data requests and redactions: acknowledged, we store no customer data
-    for topic in ("customers/data_request", "customers/redact"):
-        status, result = await _post(stack, gateway, topic, {"shop_domain": SHOP, "customer": {"id": 1}})
+    # Customers' data requests and redactions (their bodies as Shopify sends them): acknowledged, we
+    # store no customer data
+    for topic, extra in (("customers/data_request", {"orders_requested": [], "data_request": {"id": 9999}}),
+                         ("customers/redact", {"orders_to_redact": []})):
+        status, result = await _post(stack, gateway, topic, {"shop_id": 1, "shop_domain": SHOP, "customer": {"id": 1}, **extra})
         assert status == 200 and "no Shopify customer data" in result["detail"]
     # A shop we do not know: acknowledged and ignored
     status, result = await _post(stack, gateway, "products/update", {"id": 1}, shop="stranger.myshopify.com")
