@@ -22,25 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from parley.crypto import load_secret_box
+from parley.crypto import constant_time_equals
 from parley.errors import Forbidden
 from parley.settings import Settings
 
 #: Longer than any token we sign; anything longer is refused before any work is done on it.
 MAX_TOKEN_CHARS = 4096
-
-
-def text_bytes(value: str | bytes) -> bytes:
-    """The bytes of any text a request carried, never raising: a lone surrogate (what aiohttp makes
-    of an invalid UTF-8 byte in a header) is kept as-is instead of failing ``str.encode``."""
-    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogatepass")
-
-
-def digests_equal(expected: str | bytes, given: str | bytes | None) -> bool:
-    """Constant-time equality of a computed MAC and a received one, total on any str or bytes
-    (``hmac.compare_digest`` raises TypeError on non-ASCII str)."""
-    if given is None:
-        return False
-    return hmac.compare_digest(text_bytes(expected), text_bytes(given))
 
 
 def signing_key(settings: Settings) -> bytes:
@@ -82,7 +69,7 @@ class Signer:
                 or token.count(".") != 1:
             raise Forbidden("missing or malformed signed token")
         payload, mac = token.split(".")
-        if not digests_equal(self._mac(purpose, payload), mac):
+        if not constant_time_equals(self._mac(purpose, payload), mac):
             raise Forbidden("invalid signature")
         try:
             data = json.loads(_unb64(payload))

@@ -87,9 +87,15 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def constant_time_equals(a: str | bytes, b: str | bytes) -> bool:
-    if isinstance(a, str):
-        a = a.encode()
-    if isinstance(b, str):
-        b = b.encode()
-    return hmac.compare_digest(a, b)
+def text_bytes(value: str | bytes) -> bytes:
+    """The bytes of any text a request carried, never raising: a lone surrogate (what aiohttp makes
+    of an invalid UTF-8 byte in a header) is kept as-is instead of failing ``str.encode``."""
+    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogatepass")
+
+
+def constant_time_equals(expected: str | bytes, given: str | bytes | None) -> bool:
+    """Constant-time equality of a secret or MAC and a received one, total on any str or bytes
+    (``hmac.compare_digest`` raises TypeError on non-ASCII str); a missing value is unequal."""
+    if given is None:
+        return False
+    return hmac.compare_digest(text_bytes(expected), text_bytes(given))

@@ -24,7 +24,6 @@ is counted in the metrics (``outcome="error"``).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from sqlalchemy import text
 
+from parley.crypto import constant_time_equals
 from parley.http_errors import Handler, error_response, make_error_middleware
 from retrieval.metrics import RetrievalMetrics
 from retrieval.schemas import QueryRequest
@@ -78,7 +78,7 @@ async def service_auth_middleware(request: web.Request, handler: Handler) -> web
     if request.path in OPEN_PATHS:
         return await handler(request)
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("utf-8", "replace"), request.app[SERVICE_TOKEN]):
+    if scheme.lower() != "bearer" or not constant_time_equals(request.app[SERVICE_TOKEN], given.strip()):
         log.warning("refused a request without a valid service token", extra={"path": request.path, "remote": request.remote})
         return error_response(401, "unauthorized", "this service answers only the gateway: send "
                               "'Authorization: Bearer <PARLEY_SERVICE_TOKEN>'", headers={"WWW-Authenticate": "Bearer"})

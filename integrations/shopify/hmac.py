@@ -28,22 +28,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from integrations.shopify.errors import InvalidShop
+from parley.crypto import constant_time_equals, text_bytes
 
 SHOP_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-]*\.myshopify\.com$")
 _SKIP = ("hmac", "signature")
 
 
-def _bytes(text: str | bytes) -> bytes:
-    """Any text as bytes without raising (lone surrogates, from invalid UTF-8 in a header, kept)."""
-    return text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
-
-
-def _equal(expected: str, given: str) -> bool:
-    return _hmac.compare_digest(_bytes(expected), _bytes(given))
 
 
 def _key(secret: str | bytes) -> bytes:
-    return _bytes(secret)
+    return text_bytes(secret)
 
 
 def _pairs(params: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> Iterable[str]:
@@ -73,7 +67,7 @@ def oauth_message(params: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> str:
 
 
 def oauth_hmac(params: Mapping[str, Any] | Iterable[tuple[str, Any]], secret: str | bytes) -> str:
-    return _hmac.new(_key(secret), _bytes(oauth_message(params)), hashlib.sha256).hexdigest()
+    return _hmac.new(_key(secret), text_bytes(oauth_message(params)), hashlib.sha256).hexdigest()
 
 
 def verify_oauth_hmac(params: Mapping[str, Any] | Iterable[tuple[str, Any]], secret: str | bytes) -> bool:
@@ -83,7 +77,7 @@ def verify_oauth_hmac(params: Mapping[str, Any] | Iterable[tuple[str, Any]], sec
     if len(given) != 1 or not secret:
         return False
     expected = oauth_hmac(pairs, secret)
-    return _equal(expected, given[0].strip().lower())
+    return constant_time_equals(expected, given[0].strip().lower())
 
 
 def webhook_hmac(body: bytes, secret: str | bytes) -> str:
@@ -94,7 +88,7 @@ def verify_webhook_hmac(body: bytes, header: str | None, secret: str | bytes) ->
     if not header or not secret or body is None:
         return False
     expected = webhook_hmac(body, secret)
-    return _equal(expected, header.strip())
+    return constant_time_equals(expected, header.strip())
 
 
 def is_valid_shop(shop: str | None) -> bool:
@@ -120,7 +114,7 @@ def normalize_shop(shop: str | None) -> str:
 
 
 def _link_message(tenant_id: str, expires: int, link_id: str) -> bytes:
-    return _bytes(f"parley-shopify-install/v2\n{tenant_id}\n{expires}\n{link_id}")
+    return text_bytes(f"parley-shopify-install/v2\n{tenant_id}\n{expires}\n{link_id}")
 
 
 def sign_install_link(key: bytes, tenant_id: str, expires: int, link_id: str) -> str:
@@ -136,6 +130,6 @@ def verify_install_link(key: bytes, tenant_id: str, expires: str | int, signatur
         return False
     expires_at = int(expires)
     expected = sign_install_link(key, tenant_id, expires_at, link_id)
-    if not _equal(expected, signature.strip().lower()):
+    if not constant_time_equals(expected, signature.strip().lower()):
         return False
     return expires_at >= (time.time() if now is None else now)

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from bot.conversation.schemas import Attachment, IncomingMessage
-from bot.signing import digests_equal
+from parley.crypto import constant_time_equals
 
 
 def signature_valid(raw: bytes, header: str | None, secrets: Iterable[str]) -> bool:
@@ -30,7 +30,7 @@ def signature_valid(raw: bytes, header: str | None, secrets: Iterable[str]) -> b
     ok = False
     for secret in secrets:  # no early exit: the time taken does not say which secret matched
         expected = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
-        ok |= digests_equal(expected, given)
+        ok |= constant_time_equals(expected, given)
     return ok
 
 

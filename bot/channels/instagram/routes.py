@@ -21,7 +21,7 @@ from aiohttp import web
 from bot.channels.instagram.events import ignore_reason, messaging_events, signature_valid, to_incoming
 from bot.context import GATEWAY
 from bot.http import error_response
-from bot.signing import digests_equal
+from parley.crypto import constant_time_equals
 from parley.logging import bound
 from tenants.models import ChannelKind
 
@@ -32,7 +32,7 @@ async def verify(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
     q = request.query
     expected = gw.config.instagram_verify_token
-    if q.get("hub.mode") == "subscribe" and expected and digests_equal(expected, q.get("hub.verify_token")) \
+    if q.get("hub.mode") == "subscribe" and expected and constant_time_equals(expected, q.get("hub.verify_token")) \
             and "hub.challenge" in q:
         return web.Response(text=q["hub.challenge"], content_type="text/plain")
     log.warning("instagram webhook verification refused")

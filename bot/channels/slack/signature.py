@@ -17,7 +17,7 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bot.signing import digests_equal
+from parley.crypto import constant_time_equals
 
 #: Slack's replay window, in seconds.
 MAX_SKEW = 300
@@ -40,4 +40,4 @@ class RequestSignature:
             return False
         basestring = b"v0:" + timestamp.encode() + b":" + body
         expected = "v0=" + hmac.new(self.secret.encode(), basestring, hashlib.sha256).hexdigest()
-        return digests_equal(expected, signature)
+        return constant_time_equals(expected, signature)
