@@ -3,14 +3,15 @@
 Each of the 5,183 abstracts becomes one document of one tenant: title as its heading, the abstract
 as its text, chunked by ``ingestion.documents.chunking`` (most abstracts are one chunk), embedded
 by the local model and written through the real writer-role vector index into a migrated SQLite
-database. The retrieval service (`RetrievalService.search`: the same legs, fusion, product
-re-ranking and de-duplication as a query, without the answer cache) then ranks chunks for every
-query; chunks map to their abstracts in rank order, and the first ten distinct abstracts are
-scored against the qrels: nDCG@10 and recall@10 (BEIR's definitions, binary relevance here).
+database. Every query is asked through the query API (`InProcessRetrievalClient` over the real
+`RetrievalService`, answer cache off) with ``"sources": 10``, and the ranked sources it returns -
+the first ten distinct abstracts of the service's ranking - are scored against the qrels: nDCG@10
+and recall@10 (BEIR's definitions, binary relevance here).
 
 Modes: keyword only (the tantivy BM25 leg), vector only (MiniLM + HNSW), and hybrid (fusion as
-flagged). ``--tune`` sweeps fusion settings on the *train* qrels only, then reports the best of them
-on test next to the flagged one - test never chooses anything. ``--answers`` also asks every test
+flagged; defaults: the product's settings). ``--compare-previous`` adds the previous defaults (RRF,
+title weight 1). ``--tune`` sweeps title weights and fusion settings on the *train* qrels only, then
+reports the best of them on test next to the flagged one - test never chooses anything. ``--answers`` also asks every test
 query through `RetrievalService.query` and reports how often an answer was found and how often its
 first citation is a relevant abstract (the relevance threshold's calibration check).
 
@@ -172,6 +173,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     from parley.embeddings.local import LocalEmbedder
     from retrieval.answer import ExtractiveAnswerer
     from retrieval.config import FusionConfig, RetrievalConfig
+    from retrieval.client import InProcessRetrievalClient
     from retrieval.schemas import QueryRequest
     from retrieval.service import RetrievalService
 
@@ -184,48 +186,69 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     vectors = embed_cached([c["embed"] for c in chunks], Path(args.cache_dir), args.build_threads, args.model)
     engine, sessions, tenant_id, work = await build(args, chunks, vectors)
 
-    reader = EmbeddedVectorIndex(sessions, role="reader", data_dir=work / "vectors", refresh_interval=0)
+    reader = EmbeddedVectorIndex(
+        sessions, role="reader", data_dir=work / "vectors", refresh_interval=0, title_weight=args.title_weight
+    )
     t0 = time.perf_counter()
     await reader.warm([tenant_id])
     say(f"reader loaded in {time.perf_counter() - t0:.1f} s")
-    embedder = CachedQueryEmbedder(LocalEmbedder(args.model, threads=args.query_threads), maxsize=4096)
+    local = LocalEmbedder(args.model, threads=args.query_threads, query_int8=not args.query_fp32)
+    embedder = CachedQueryEmbedder(local, maxsize=4096)
     hybrid = FusionConfig(method=args.method, k=args.k, vector_weight=args.vector_weight, keyword_weight=args.keyword_weight)
     config = RetrievalConfig(top_k=args.top_k, answer_cache_size=0, fusion=hybrid)
-    service = RetrievalService(embedder=embedder, index=reader, sessions=sessions, answerer=ExtractiveAnswerer(), config=config)
 
-    async def evaluate(qrels: dict[str, dict[str, int]], fusion: FusionConfig) -> dict[str, float]:
+    def service_with(fusion: FusionConfig) -> RetrievalService:
+        return RetrievalService(
+            embedder=embedder, index=reader, sessions=sessions, answerer=ExtractiveAnswerer(), config=config.with_(fusion=fusion)
+        )
+
+    service = service_with(hybrid)
+
+    async def evaluate(qrels: dict[str, dict[str, int]], fusion: FusionConfig, title_weight: float | None = None) -> dict[str, float]:
+        """Score the ranked sources the query API returns (``"sources": 10``), through the in-process client."""
+        reader.title_weight = args.title_weight if title_weight is None else title_weight
+        client = InProcessRetrievalClient(service_with(fusion))
         ndcg, recall = [], []
         for qid, rels in qrels.items():
-            result = await service.search(tenant_id, queries[qid], limit=args.top_k, fusion=fusion)
-            ranked = list(dict.fromkeys(c.hit.document_id for c in result.candidates))
+            r = await client.query(QueryRequest(tenant_id=tenant_id, message=queries[qid], sources=10))
+            ranked = [s.document_id for s in r.sources or []]
             ndcg.append(ndcg_at(ranked, rels))
             recall.append(recall_at(ranked, rels))
-        # no timings here: this path assesses every candidate (bench/query_latency.py measures latency)
+        reader.title_weight = args.title_weight
+        # no timings here: bench/query_latency.py measures latency
         return {"ndcg@10": round(float(np.mean(ndcg)), 4), "recall@10": round(float(np.mean(recall)), 4)}
 
-    out: dict[str, Any] = {"chunks": len(chunks), "top_k": args.top_k, "model": embedder.model_id, "test": {}}
-    modes = {
-        "keyword": FusionConfig(vector_weight=0.0),
-        "vector": FusionConfig(keyword_weight=0.0),
-        f"hybrid ({hybrid.method}, k={hybrid.k}, w_v={hybrid.vector_weight}, w_k={hybrid.keyword_weight})": hybrid,
+    out: dict[str, Any] = {
+        "chunks": len(chunks), "top_k": args.top_k, "model": embedder.model_id, "query_int8": local.query_int8,
+        "title_weight": args.title_weight, "scored_on": "QueryResponse.sources (sources=10)", "test": {},
     }
-    for name, fusion in modes.items():
-        out["test"][name] = await evaluate(test, fusion)
+    modes: dict[str, tuple[FusionConfig, float | None]] = {
+        "keyword": (FusionConfig(vector_weight=0.0), None),
+        "vector": (FusionConfig(keyword_weight=0.0), None),
+        f"hybrid ({hybrid.method}, k={hybrid.k}, w_v={hybrid.vector_weight}, w_k={hybrid.keyword_weight})": (hybrid, None),
+    }
+    if args.compare_previous:
+        modes["keyword, title weight 1.0"] = (FusionConfig(vector_weight=0.0), 1.0)
+        modes["hybrid rrf k=60, title weight 1.0 (the previous default)"] = (FusionConfig("rrf", 60, 1.0, 1.0), 1.0)
+    for name, (fusion, tw) in modes.items():
+        out["test"][name] = await evaluate(test, fusion, tw)
         say(f"test  {name:55s} {out['test'][name]}")
 
     if args.tune:
-        grid = [FusionConfig("rrf", k, wv, 1.0) for k in (10, 30, 60, 100) for wv in (0.5, 0.75, 1.0, 1.25, 1.5)]
-        grid += [FusionConfig("convex", 60, a, round(1 - a, 2)) for a in (0.3, 0.4, 0.5, 0.6, 0.7)]
+        fusions = [FusionConfig("rrf", 60, 1.0, 1.0)]
+        fusions += [FusionConfig("convex", 60, a, round(1 - a, 2)) for a in (0.4, 0.5, 0.6)]
+        grid = [(tw, f) for tw in (0.2, 0.3, 0.5, 1.0) for f in fusions]
         scored = []
-        for fusion in grid:
-            result = await evaluate(train, fusion)
-            scored.append((result["ndcg@10"], fusion))
-            say(f"train {fusion} {result}")
-        best = max(scored, key=lambda s: s[0])[1]
-        out["tuned_on_train"] = {"fusion": dataclasses.asdict(best), "train_ndcg@10": max(s[0] for s in scored)}
-        out["train_sweep"] = [{"fusion": dataclasses.asdict(f), "ndcg@10": n} for n, f in scored]
-        out["test"][f"hybrid tuned on train ({best.method}, k={best.k}, w_v={best.vector_weight}, w_k={best.keyword_weight})"] = await evaluate(test, best)
-        say(f"best on train: {best}; on test: {list(out['test'].values())[-1]}")
+        for tw, fusion in grid:
+            result = await evaluate(train, fusion, tw)
+            scored.append((result["ndcg@10"], tw, fusion))
+            say(f"train title_weight={tw} {fusion} {result}")
+        _, best_tw, best = max(scored, key=lambda s: s[0])
+        out["tuned_on_train"] = {"title_weight": best_tw, "fusion": dataclasses.asdict(best), "train_ndcg@10": max(s[0] for s in scored)}
+        out["train_sweep"] = [{"title_weight": tw, "fusion": dataclasses.asdict(f), "ndcg@10": n} for n, tw, f in scored]
+        name = f"hybrid tuned on train (title {best_tw}, {best.method}, k={best.k}, w_v={best.vector_weight}, w_k={best.keyword_weight})"
+        out["test"][name] = await evaluate(test, best, best_tw)
+        say(f"best on train: title {best_tw} {best}; on test: {out['test'][name]}")
 
     if args.answers:
         found = first_relevant = 0
@@ -251,10 +274,15 @@ if __name__ == "__main__":
     parser.add_argument("--data-dir", help="where the SQLite file and snapshots go (default: a new temp dir)")
     parser.add_argument("--database-url", help="a migratable database instead of SQLite under --data-dir")
     parser.add_argument("--model", default=None, help="local embedding model (PARLEY_EMBEDDING_MODEL); default: the packaged default")
-    parser.add_argument("--method", choices=["rrf", "convex"], default="rrf")
-    parser.add_argument("--k", type=int, default=60, help="RRF constant")
-    parser.add_argument("--vector-weight", type=float, default=1.0)
-    parser.add_argument("--keyword-weight", type=float, default=1.0)
+    _defaults = Settings()
+    parser.add_argument("--method", choices=["rrf", "convex"], default=_defaults.retrieval_fusion_method)
+    parser.add_argument("--k", type=int, default=_defaults.retrieval_fusion_k, help="RRF constant")
+    parser.add_argument("--vector-weight", type=float, default=_defaults.retrieval_fusion_vector_weight)
+    parser.add_argument("--keyword-weight", type=float, default=_defaults.retrieval_fusion_keyword_weight)
+    parser.add_argument("--title-weight", type=float, default=_defaults.keyword_title_weight,
+                        help="the title field's weight in the BM25 leg (PARLEY_KEYWORD_TITLE_WEIGHT)")
+    parser.add_argument("--query-fp32", action="store_true", help="embed queries in fp32 (PARLEY_EMBEDDING_QUERY_INT8=false)")
+    parser.add_argument("--compare-previous", action="store_true", help="also score the previous defaults (RRF, title weight 1)")
     parser.add_argument("--top-k", type=int, default=40, help="candidates per leg (the service default)")
     parser.add_argument("--build-threads", type=int, default=2, help="embedding threads while indexing")
     parser.add_argument("--query-threads", type=int, default=1, help="embedding threads for queries (the service default)")

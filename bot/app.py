@@ -226,7 +226,8 @@ async def _resources(settings: Settings, config: GatewayConfig, deps: GatewayDep
             app[SLACK] = build_slack(gw, slack_client)
         if deps.consume_notifications:
             gw.consumers.append(notifications_consumer(broker=broker, sessions=background_sessions or sessions, channels=channels,
-                                                       metrics=metrics, max_attempts=config.notify_max_attempts))
+                                                       metrics=metrics, max_attempts=config.notify_max_attempts,
+                                                       on_settled=dispatcher.release_ready))
         connected = asyncio.Event()
         if deps.broker is None:
             connecting = asyncio.create_task(_connect(broker, connected, stopping), name="gateway-broker-connect")

@@ -85,6 +85,9 @@ class GatewayConfig:
     auth_max_failures: int = 10
     auth_failure_window: float = 60.0
     auth_lockout: float = 300.0
+    #: Web chat widget visitors: new anonymous sessions one address may open (a burst, then per minute).
+    widget_session_burst: int = 10
+    widget_sessions_per_minute: float = 6.0
     #: Reverse proxies whose X-Forwarded-For is believed (addresses or CIDR networks).
     trusted_proxies: tuple[str, ...] = ()
     #: Senders, tenants and addresses the limiters remember at most (least recently seen forgotten first).

@@ -277,6 +277,19 @@ class GatewayLimits:
                                                 lockout=config.auth_lockout, clock=clock, max_keys=config.limiter_max_keys)
         self.proxies = parse_networks(config.trusted_proxies)
         self.notices = TokenBuckets(rate=1 / NOTICE_INTERVAL, burst=NOTICE_BURST, clock=clock, max_keys=config.limiter_max_keys)
+        #: New anonymous widget sessions per client address (a visitor is a sender: a fresh session
+        #: would be a fresh bucket, so opening them is limited too).
+        self.visitor_sessions = TokenBuckets(rate=config.widget_sessions_per_minute / 60, burst=config.widget_session_burst,
+                                             clock=clock, max_keys=config.limiter_max_keys)
+
+    def new_visitor(self, request: web.Request) -> None:
+        """A widget visitor session may be opened from this address, or `RateLimited`."""
+        address = self.address(request)
+        wait = self.visitor_sessions.wait(address)
+        if wait:
+            self.metrics.limited.labels("web", "visitor_sessions").inc()
+            raise RateLimited("too many new chat sessions from your address; wait a moment and reload", retry_after=wait)
+        self.visitor_sessions.take(address)
 
     # --- questions ----------------------------------------------------------------------------
     def admit(self, incoming: IncomingMessage, answers: AnswerLoop) -> Verdict:
@@ -312,7 +325,8 @@ class GatewayLimits:
         if verdict.scope == "backlog":
             raise RateLimited("too many questions are waiting for an answer; ask again in a moment",
                               retry_after=verdict.retry_after)
-        who = "this API key is" if verdict.scope == "sender" else "this tenant is"
+        visitor = incoming.sender_id.startswith("visitor:")  # a widget visitor (bot.channels.web.widget)
+        who = ("you are" if visitor else "this API key is") if verdict.scope == "sender" else "this tenant is"
         raise RateLimited(f"{who} asking faster than allowed; wait before asking again", retry_after=verdict.retry_after)
 
     # --- sign-in ------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ class InboundMessage(TenantOwned, Base):
     conversation_id: Mapped[str] = mapped_column(String(255))
     sender_id: Mapped[str] = mapped_column(String(255))
     text: Mapped[str] = mapped_column(Text, default="")
-    # received -> answering -> answered | failed | ignored
+    # received -> answering -> answered | failed | expired | ignored | waiting (for its files; then received again)
     status: Mapped[str] = mapped_column(String(16), default="received")
     reply: Mapped[str | None] = mapped_column(Text)
     citations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)

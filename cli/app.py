@@ -12,11 +12,10 @@ import asyncio
 import contextlib
 import functools
 import json
-import logging
 import sys
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -24,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from cli.shell import ParleyRoot, debug_flag, wants_json
 from parley.errors import ParleyError
 from parley.settings import Settings
 
@@ -36,36 +36,74 @@ err = Console(stderr=True)
 class Ctx:
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
-        self.settings = Settings()
+        self.settings = load_settings()
 
 
-def error_id() -> str:
-    return uuid.uuid4().hex[:12]
+def load_settings() -> Settings:
+    """`Settings()` from the environment and the .env file; a value that does not parse (or a
+    PARLEY_ENV_FILE that is not there) is one line per problem and exit code 2, not a traceback."""
+    from pydantic import ValidationError
+
+    from parley.settings import SettingsError, env_file
+
+    try:
+        return Settings()
+    except SettingsError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+    except ValidationError as exc:
+        try:
+            source = env_file()
+        except SettingsError:
+            source = None
+        for problem in exc.errors():
+            name = ".".join(str(p) for p in problem["loc"])
+            err.print(f"[red]error:[/red] setting PARLEY_{name.upper()}: {problem['msg']} "
+                      f"(got {str(problem.get('input'))[:60]!r}"
+                      + (f"; from the environment or {source}" if source else "") + ")", highlight=False)
+    sys.exit(2)
+
+
+def settings_origin(settings: Settings) -> str:
+    """One line: where the settings came from and where the data is (`parley config`, `parley up`)."""
+    from parley.settings import SettingsError, env_file, setting_sources
+
+    try:
+        dotenv = env_file()
+    except SettingsError:
+        dotenv = None
+    counts = {source: 0 for source in ("environment", ".env")}
+    for source in setting_sources(dotenv=dotenv).values():
+        if source in counts:
+            counts[source] += 1
+    return (f"settings: {counts['environment']} from the environment, "
+            + (f"{counts['.env']} from {dotenv}" if dotenv else "no .env file")
+            + f", the rest defaults; data directory {settings.data_dir.resolve()}")
+
+
+def where(settings: Settings) -> str:
+    """The data directory and database a command works on, for error messages (password masked)."""
+    from parley.settings import mask_url
+
+    return f"data directory {settings.data_dir.resolve()}, database {mask_url(settings.effective_database_url)}"
 
 
 def run_async(fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
-    """Run an async command; domain errors become one red line and exit code 1."""
+    """Run an async command. Its errors are the root group's guard's (`cli.shell`): one line, exit 1."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return asyncio.run(fn(*args, **kwargs))
-        except ParleyError as exc:
-            err.print(f"[red]error:[/red] {exc.message}", highlight=False)
-            sys.exit(1)
-        except (ConnectionError, OSError) as exc:
-            err.print(f"[red]error:[/red] cannot reach a service: {exc}", highlight=False)
-            sys.exit(1)
-        except Exception as exc:  # noqa: BLE001 - the edge: unknown errors get an id, the traceback is logged
-            eid = error_id()
-            logging.getLogger("parley.cli").exception("unexpected error %s", eid)
-            err.print(f"[red]unexpected error {eid}:[/red] {type(exc).__name__}: {exc}", highlight=False)
-            sys.exit(1)
+        return asyncio.run(fn(*args, **kwargs))
 
     return wrapper
 
 
+def is_id_column(name: str) -> bool:
+    return name == "id" or name.endswith(("_id", " id")) or name == "sync_job"
+
+
 def emit(ctx: Ctx, rows: list[dict[str, Any]], columns: list[str], *, title: str | None = None) -> None:
+    """Rows as a table (or JSON with --json). Id columns are never wrapped nor cut while the terminal
+    has room for them, so an id can be copied whole; the other columns wrap instead."""
     if ctx.as_json:
         click.echo(json.dumps(rows, default=str, indent=2))
         return
@@ -74,7 +112,11 @@ def emit(ctx: Ctx, rows: list[dict[str, Any]], columns: list[str], *, title: str
         return
     table = Table(title=title, show_lines=False)
     for col in columns:
-        table.add_column(col)
+        if is_id_column(col):
+            widest = max(len(str(row.get(col) or "")) for row in rows)
+            table.add_column(col, no_wrap=True, min_width=max(len(col), widest))
+        else:
+            table.add_column(col)
     for row in rows:
         table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
     out.print(table)
@@ -82,6 +124,27 @@ def emit(ctx: Ctx, rows: list[dict[str, Any]], columns: list[str], *, title: str
 
 
 # --- the database, the tenant, the outbox -----------------------------------------------------
+
+
+async def find_tenant(session: AsyncSession, name_or_id: str) -> Any:
+    """The tenant with this name, id or unique id prefix (`parley.repository.resolve_id`)."""
+    from sqlalchemy import select
+
+    from parley.errors import NotFound
+    from parley.repository import MIN_PREFIX, resolve_id
+    from tenants import service
+    from tenants.models import Tenant
+
+    try:
+        return await service.get_tenant(session, name_or_id=name_or_id)
+    except NotFound:
+        if len(name_or_id.strip()) < MIN_PREFIX:
+            raise
+        try:
+            return await resolve_id(session, select(Tenant), Tenant.id, name_or_id, noun="tenant", label=Tenant.name)
+        except NotFound:
+            pass
+        raise
 
 
 @dataclass(frozen=True)
@@ -94,15 +157,23 @@ class TenantRef:
 class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    #: Where this database is (`where`), said in errors a wrong data directory would cause.
+    location: str = ""
 
     async def tenant(self, name_or_id: str) -> TenantRef:
-        """The tenant named (or with the id) `name_or_id`; a clear error when there is none."""
+        """The tenant named (or with the id) `name_or_id`; a clear error, saying which data directory
+        and database were searched, when there is none."""
         from parley.db import unit_of_work
-        from tenants import service
+        from parley.errors import NotFound
 
-        async with unit_of_work(self.sessions, admin=True) as session:
-            tenant = await service.get_tenant(session, name_or_id=name_or_id)
-            return TenantRef(tenant.id, tenant.name)
+        try:
+            async with unit_of_work(self.sessions, admin=True) as session:
+                tenant = await find_tenant(session, name_or_id)
+                return TenantRef(tenant.id, tenant.name)
+        except NotFound as exc:
+            if not self.location:
+                raise
+            raise NotFound(f"{exc.message}; looked in the {self.location}") from exc
 
     def admin(self) -> contextlib.AbstractAsyncContextManager[AsyncSession]:
         from parley.db import unit_of_work
@@ -115,12 +186,19 @@ class Database:
         return unit_of_work(self.sessions, tenant_id=tenant_id)
 
 
-async def ensure_migrated(engine: AsyncEngine) -> None:
+async def ensure_migrated(engine: AsyncEngine, location: str = "") -> None:
     from cli import migrations
 
     current = await migrations.current_revision(engine)
     if current is None:
-        raise ParleyError("the database has no schema yet: run `parley migrate` first", code="not_migrated")
+        raise not_migrated(location)
+
+
+def not_migrated(location: str = "") -> ParleyError:
+    """"No schema yet", with where the command looked: the usual cause is the wrong data directory."""
+    return ParleyError("the database has no schema yet: run `parley migrate` first"
+                       + (f" ({location}; if your data is elsewhere, set PARLEY_DATA_DIR or PARLEY_DATABASE_URL,"
+                          " e.g. in the .env file)" if location else ""), code="not_migrated")
 
 
 @contextlib.asynccontextmanager
@@ -129,11 +207,16 @@ async def database(settings: Settings, name: str = "cli", *, migrated: bool = Tr
     (unless `migrated=False`), always disposed of."""
     from parley.db import create_engine, create_sessionmaker
 
+    location = where(settings)
+    if migrated and settings.is_sqlite and not settings.effective_database_url.endswith(":memory:"):
+        path = settings.effective_database_url.split(":///", 1)[1].split("?", 1)[0]
+        if not Path(path).exists():  # do not create an empty database only to say it has no schema
+            raise not_migrated(location)
     engine = create_engine(settings, name)
     try:
         if migrated:
-            await ensure_migrated(engine)
-        yield Database(engine, create_sessionmaker(engine))
+            await ensure_migrated(engine, location)
+        yield Database(engine, create_sessionmaker(engine), location)
     finally:
         await engine.dispose()
 
@@ -161,19 +244,22 @@ async def publish_outbox(db: Database, broker: Any) -> None:
 # --- the root ---------------------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables.")
+@click.group(cls=ParleyRoot, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, expose_value=False, callback=debug_flag,
+              help="On an unexpected error, print its traceback too (it is always written to "
+                   "<data dir>/logs/cli-errors.log).")
 @click.version_option(package_name="parley")
 @click.pass_context
-def main(click_ctx: click.Context, as_json: bool) -> None:
+def main(click_ctx: click.Context) -> None:
     """Parley: an AI agent for each tenant's Slack and Instagram DMs, grounded in its documents and
     Shopify catalog.
 
-    Configuration comes from PARLEY_* environment variables; with none set, everything runs on
-    the embedded defaults under ./var (SQLite, local blobs and index, local embedding model,
-    offline answerer). See README.md for the full table.
+    Configuration comes from PARLEY_* environment variables and the .env file (`parley config`
+    shows which); with none set, everything runs on the embedded defaults in the checkout's var/
+    (SQLite, local blobs and index, local embedding model, offline answerer), whatever the current
+    directory. See README.md for the full table.
     """
-    click_ctx.obj = Ctx(as_json)
+    click_ctx.obj = Ctx(wants_json(click_ctx))
     from parley.logging import configure_logging
 
     configure_logging(process_name="cli", level="WARNING", json_lines=False)

@@ -120,7 +120,7 @@ async def run_single_process(settings: Settings, *, on_ready: Callable[[list[tup
     broker = InMemoryBroker(runtime.topology(settings))
     await broker.start()
     requeued = await requeue_unfinished(sessions)  # what the last single-process run left in memory
-    embedder = await asyncio.to_thread(runtime.embedder, settings, query_cache_size=1024)
+    embedder = await asyncio.to_thread(runtime.embedder, settings, query_cache_size=1024, answers=True)
     # One reader index for both sides: the workers' writes are searchable at once (read your writes).
     index = create_vector_index(settings, role="reader", sessions=sessions)
     workers = WorkerContext(settings=settings, sessions=sessions, broker=broker, embedder=embedder, index=index)

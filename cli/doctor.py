@@ -290,13 +290,43 @@ async def check_vector_index(settings: Settings) -> Check:
     if not settings.weaviate_url:
         return Check("vector index", "fail", "PARLEY_VECTOR_BACKEND=weaviate without PARLEY_WEAVIATE_URL",
                      "set PARLEY_WEAVIATE_URL (e.g. http://127.0.0.1:8080)")
-    url = settings.weaviate_url.rstrip("/") + "/v1/.well-known/ready"
-    status, problem = await _http_status(url)
-    if status is not None and status < 300:
-        return Check("vector index", "ok", f"Weaviate at {settings.weaviate_url}, ready")
-    why = f"answered {status}" if status is not None else problem
-    return Check("vector index", "fail", f"Weaviate at {settings.weaviate_url} not ready: {why}",
-                 "start it (`docker compose up -d weaviate`) or fix PARLEY_WEAVIATE_URL")
+    return await check_weaviate(settings)
+
+
+#: Fix per error code of the Weaviate backend (parley.vectors.weaviate_errors and the collection check).
+WEAVIATE_FIXES = {
+    "vector_index_unauthorized": "set PARLEY_WEAVIATE_API_KEY to a key the server accepts (with read and write access "
+                                 "to the collection)",
+    "vector_index_misconfigured": "set PARLEY_WEAVIATE_COLLECTION to a new name (Parley creates it at first use) and "
+                                  "reindex, or delete the collection if nothing else uses it",
+    "configuration_error": "fix PARLEY_WEAVIATE_URL / PARLEY_WEAVIATE_GRPC_URL",
+}
+START_WEAVIATE = ("start it (`docker compose up -d weaviate`), or fix PARLEY_WEAVIATE_URL and PARLEY_WEAVIATE_GRPC_URL "
+                  "(gRPC: port 50051 of the same host unless set; every write and search uses it)")
+
+
+async def check_weaviate(settings: Settings) -> Check:
+    """Connect the way the index does (REST, then the gRPC health check every data call depends on),
+    check the collection's configuration, and make one gRPC call on it; never creates anything."""
+    from parley.errors import ParleyError
+    from parley.vectors.weaviate_index import WeaviateVectorIndex
+
+    try:
+        index = WeaviateVectorIndex.from_settings(settings)
+    except ParleyError as exc:
+        return Check("vector index", "fail", exc.message, WEAVIATE_FIXES["configuration_error"])
+    try:
+        with silenced("weaviate-client"):
+            async with asyncio.timeout(3 * TIMEOUT):
+                detail = await index.probe()
+    except ParleyError as exc:
+        return Check("vector index", "fail", exc.message[:400], WEAVIATE_FIXES.get(exc.code, START_WEAVIATE))
+    except TimeoutError:
+        return Check("vector index", "fail", f"Weaviate at {settings.weaviate_url} did not answer within "
+                     f"{3 * TIMEOUT:g}s", START_WEAVIATE)
+    finally:
+        await index.aclose()
+    return Check("vector index", "ok", detail)
 
 
 async def check_answerer(settings: Settings) -> Check:

@@ -10,12 +10,13 @@ from typing import Any
 import click
 from rich.table import Table
 
-from cli.app import Ctx, database, emit, err, main, out, run_async
+from cli.app import Ctx, database, emit, err, main, out, run_async, settings_origin
+from parley.english import plural
 
 # --- migrate --------------------------------------------------------------------------------
 
 
-@main.command()
+@main.command(section="setup", example="parley migrate")
 @click.option("--revision", default="heads", show_default=True, help="Alembic revision to upgrade to.")
 @click.pass_obj
 @run_async
@@ -47,7 +48,7 @@ def settings_markdown() -> str:
     return "\n".join(lines)
 
 
-@main.command("config")
+@main.command("config", section="setup", example="parley config --json")
 @click.option("--markdown", is_flag=True, help="Print the table of settings as Markdown (as in the README).")
 @click.pass_obj
 def config_cmd(ctx: Ctx, markdown: bool) -> None:
@@ -56,17 +57,21 @@ def config_cmd(ctx: Ctx, markdown: bool) -> None:
     if markdown:
         click.echo(settings_markdown())
         return
-    from parley.settings import current_settings
+    from parley.settings import Settings, current_settings, env_file, setting_sources
 
-    rows = [{"variable": env, "value": value, "meaning": description}
-            for env, value, description in current_settings(ctx.settings)]
-    emit(ctx, rows, ["variable", "value", "meaning"], title="settings")
+    sources = setting_sources(dotenv=env_file())
+    rows = [{"variable": env, "value": value, "from": sources[name], "meaning": description}
+            for (env, value, description), name in zip(current_settings(ctx.settings), Settings.model_fields, strict=True)]
+    emit(ctx, rows, ["variable", "value", "from", "meaning"], title="settings")
+    if not ctx.as_json:
+        out.print(settings_origin(ctx.settings) + " (the environment wins over .env, .env over defaults)",
+                  highlight=False)
 
 
 # --- status ---------------------------------------------------------------------------------
 
 
-@main.command()
+@main.command(section="operate", example="parley status --json")
 @click.pass_obj
 @run_async
 async def status(ctx: Ctx) -> None:
@@ -149,7 +154,7 @@ def print_checks(checks: list[Any], *, title: str) -> None:
     out.print(table)
 
 
-@main.command("doctor")
+@main.command("doctor", section="setup", example="parley doctor")
 @click.pass_obj
 @run_async
 async def doctor_cmd(ctx: Ctx) -> None:
@@ -165,6 +170,6 @@ async def doctor_cmd(ctx: Ctx) -> None:
     else:
         print_checks(checks, title="parley doctor")
         fails, warns = (sum(c.status == s for c in checks) for s in ("fail", "warn"))
-        out.print(f"{fails} failed, {warns} warning(s)" if fails or warns else "all good")
+        out.print(f"{fails} failed, {plural(warns, 'warning')}" if fails or warns else "all good")
     if doctor.failed(checks):
         sys.exit(1)

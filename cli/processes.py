@@ -12,27 +12,28 @@ from rich.panel import Panel
 from rich.table import Table
 
 from cli import compose
-from cli.app import Ctx, database, err, has_command, main, out, run_async
+from cli.app import Ctx, database, err, has_command, main, out, run_async, settings_origin
 from cli.ops import print_checks
+from parley.english import plural
 from parley.errors import ParleyError
 from parley.settings import Settings
 
 # --- workers ------------------------------------------------------------------------------
 
 
-@main.group()
+@main.group(section="operate", example="parley worker documents")
 def worker() -> None:
     """Background workers (indexing is throughput work: run them at low CPU priority)."""
 
 
-@worker.command("documents")
+@worker.command("documents", example="nice -n 19 parley worker documents")
 @click.pass_obj
 def worker_documents(ctx: Ctx) -> None:
     """Consume the documents queue: extract, chunk, embed and index uploaded files."""
     run_async(compose.run_worker)(ctx.settings, "documents")
 
 
-@worker.command("catalog")
+@worker.command("catalog", example="nice -n 19 parley worker catalog")
 @click.pass_obj
 def worker_catalog(ctx: Ctx) -> None:
     """Consume the catalog queue: Shopify syncs and product webhooks, embedded and indexed."""
@@ -42,7 +43,7 @@ def worker_catalog(ctx: Ctx) -> None:
 # --- answering processes --------------------------------------------------------------------
 
 
-@main.command()
+@main.command(section="operate", example="PARLEY_RETRIEVAL_PORT=8081 parley retrieval")
 @click.pass_obj
 def retrieval(ctx: Ctx) -> None:
     """Run the retrieval service (POST /v1/query, /healthz, /readyz, /metrics) on
@@ -50,7 +51,7 @@ def retrieval(ctx: Ctx) -> None:
     run_async(compose.serve_retrieval)(ctx.settings)
 
 
-@main.command()
+@main.command(section="channels", example="PARLEY_SLACK_SIGNING_SECRET=… parley gateway")
 @click.pass_obj
 def gateway(ctx: Ctx) -> None:
     """Run the chat gateway (Slack, Instagram, Shopify, web chat at /, /healthz, /readyz, /metrics)
@@ -62,7 +63,7 @@ def gateway(ctx: Ctx) -> None:
     run_async(compose.serve_gateway)(ctx.settings)
 
 
-@main.command()
+@main.command(section="knowledge", example="parley ask \"Do you ship to Austria?\" --tenant acme")
 @click.argument("question")
 @click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
 @click.option("--local", is_flag=True, help="Answer in this process instead of asking the running retrieval service.")
@@ -74,12 +75,17 @@ async def ask(ctx: Ctx, question: str, tenant_name: str, local: bool) -> None:
     Asks the retrieval service at PARLEY_RETRIEVAL_URL; when it is not running (or with --local)
     the same service runs inside this command for one query.
     """
-    from retrieval.schemas import QueryRequest
+    from cli.running import running_platform
+    from retrieval.schemas import QueryRequest, check_question
 
+    question = check_question(question)  # empty, huge or wordless: one polite line (BadQuestion), no traceback
     async with database(ctx.settings) as db:
         tenant = await db.tenant(tenant_name)
     request = QueryRequest(tenant_id=tenant.id, conversation_id="cli", message=question)
     response = None
+    platform = running_platform(ctx.settings)
+    if platform is not None and platform.mode == "single-process":
+        local = True  # that platform serves no retrieval port: answer here, on the same data
     if not local:
         from parley.crypto import load_service_token
         from retrieval.client import HttpRetrievalClient
@@ -124,7 +130,7 @@ SINGLE_PROCESS_WARNING = (
 )
 
 
-@main.command()
+@main.command(section="operate", example="parley up --single-process")
 @click.option("--no-migrate", is_flag=True, help="Do not apply migrations before starting.")
 @click.option("--single-process", is_flag=True,
               help="Everything in this one process with an in-memory broker: no RabbitMQ needed, a quick look only.")
@@ -137,9 +143,16 @@ def up(ctx: Ctx, no_migrate: bool, single_process: bool) -> None:
     the two workers (at the lowest CPU priority), restarting one that dies, and prints what
     runs where. With --single-process all of it runs in this one process instead.
     """
-    from cli import doctor, supervisor
+    from cli import doctor, running, supervisor
 
     settings = ctx.settings
+    already = running.running_platform(settings)
+    if already is not None:
+        err.print(f"[red]error:[/red] Parley is already running on this data directory ({already.mode}, pid "
+                  f"{already.pid}, {already.gateway_url}); stop it first (Ctrl-C in its terminal, or "
+                  f"`kill {already.pid}`)", highlight=False)
+        sys.exit(1)
+    out.print(settings_origin(settings), highlight=False)
     if single_process:
         err.print(Panel(SINGLE_PROCESS_WARNING, border_style="red"))
     try:
@@ -155,13 +168,23 @@ def up(ctx: Ctx, no_migrate: bool, single_process: bool) -> None:
     notes = [f"web chat: [bold]{settings.effective_public_url}/chat[/bold]  "
              "(it asks for an API key: `parley keys create --tenant NAME`)"]
     if single_process:
-        sys.exit(run_async(_single_process)(settings, notes))
+        try:
+            sys.exit(run_async(_single_process)(settings, notes))
+        finally:
+            running.remove_marker(settings)
     specs = [spec for spec in supervisor.platform_processes(settings) if has_command(spec.command)]
-    sys.exit(supervisor.run(specs, console=out, notes=notes))
+    try:
+        sys.exit(supervisor.run(specs, console=out, notes=notes,
+                                on_started=lambda pids: running.write_marker(settings, "processes", children=pids)))
+    finally:
+        running.remove_marker(settings)
 
 
 async def _single_process(settings: Settings, notes: list[str]) -> int:
+    from cli import running
+
     def ready(rows: list[tuple[str, str, str, str]], requeued: int) -> None:
+        running.write_marker(settings, "single-process")  # from now on the CLI leaves work in the outbox for us
         table = Table(title="Parley is running in ONE process (Ctrl-C stops it)", title_justify="left")
         for column in ("process", "pid", "nice", "URL"):
             table.add_column(column)
@@ -171,12 +194,12 @@ async def _single_process(settings: Settings, notes: list[str]) -> int:
         for note in notes:
             out.print(note, highlight=False)
         if requeued:
-            out.print(f"re-queued {requeued} message(s) the last single-process run left unfinished")
+            out.print(f"re-queued {plural(requeued, 'message')} the last single-process run left unfinished")
 
     dropped = await compose.run_single_process(settings, on_ready=ready)
     out.print("stopping…")
     if dropped:
-        err.print(f"[yellow]{dropped} message(s) were still in memory; the next `parley up --single-process` "
+        err.print(f"[yellow]{plural(dropped, 'message')} {'was' if dropped == 1 else 'were'} still in memory; the next `parley up --single-process` "
                   "re-queues them[/yellow]", highlight=False)
     out.print("stopped.")
     return 0

@@ -6,15 +6,16 @@ import json
 
 import click
 
-from cli.app import Ctx, database, emit, main, out, publish_outbox, rabbit, run_async
+from cli import running
+from cli.app import Ctx, database, emit, main, out, run_async
 
 
-@main.group()
+@main.group(section="channels", example="parley shopify connect --tenant acme --shop acme-store --token shpat_…")
 def shopify() -> None:
     """Connect Shopify stores to tenants and sync their catalogs."""
 
 
-@shopify.command("connect")
+@shopify.command("connect", example="parley shopify connect --tenant acme --shop acme-store --token shpat_…")
 @click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
 @click.option("--shop", required=True, help="The store, e.g. my-shop or my-shop.myshopify.com.")
 @click.option("--token", envvar="PARLEY_SHOPIFY_ADMIN_TOKEN", required=True,
@@ -34,8 +35,7 @@ async def shopify_connect(ctx: Ctx, tenant_name: str, shop: str, token: str, web
         done = await connect_custom_app(db.sessions, load_secret_box(ctx.settings), tenant=tenant_name, shop=shop,
                                         token=token, config=ShopifyConfig.from_settings(ctx.settings),
                                         webhook_secret=webhook_secret)
-        async with rabbit(ctx.settings, "cli") as broker:
-            await publish_outbox(db, broker)
+        await running.deliver(ctx.settings, db, "catalog", "cli")
     emit(ctx, [{"shop": done.shop, "name": done.shop_name, "tenant": done.tenant_id, "sync_job": done.job_id,
                 "webhooks": ", ".join(done.webhooks) or "(none: pass --webhook-secret)"}],
          ["shop", "name", "tenant", "sync_job", "webhooks"], title="connected")
@@ -43,7 +43,7 @@ async def shopify_connect(ctx: Ctx, tenant_name: str, shop: str, token: str, web
         out.print(f"follow the sync with: parley jobs show {done.job_id} --tenant {tenant_name}", highlight=False)
 
 
-@shopify.command("link")
+@shopify.command("link", example="parley shopify link --tenant acme --shop acme-store")
 @click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
 @click.option("--shop", default=None, help="Pre-fill the store's domain.")
 @click.option("--ttl", default=24 * 3600.0, show_default=True, type=click.FloatRange(min=60, max=7 * 24 * 3600),
@@ -64,7 +64,7 @@ async def shopify_link(ctx: Ctx, tenant_name: str, shop: str | None, ttl: float)
         click.echo(link)
 
 
-@shopify.command("sync")
+@shopify.command("sync", example="parley shopify sync --tenant acme --shop acme-store")
 @click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
 @click.option("--shop", required=True, help="The connected store.")
 @click.pass_obj
@@ -79,6 +79,5 @@ async def shopify_sync(ctx: Ctx, tenant_name: str, shop: str) -> None:
         async with db.scoped(tenant.id) as session:
             job = await request_sync(session, tenant_id=tenant.id, shop=normalize_shop(shop), reason="manual")
             job_id = job.id
-        async with rabbit(ctx.settings, "cli") as broker:
-            await publish_outbox(db, broker)
+        await running.deliver(ctx.settings, db, "catalog", "cli")
     emit(ctx, [{"shop": normalize_shop(shop), "sync_job": job_id}], ["shop", "sync_job"], title="sync queued")

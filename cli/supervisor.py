@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -36,10 +37,19 @@ class ProcessSpec:
 DEFAULT_WORKER_METRICS_PORT = 8082
 
 
+def log_env(settings: Settings, stream: object = None) -> dict[str, str]:
+    """PARLEY_LOG_JSON as decided here, once, for the children: readable lines when `parley up`'s
+    stderr is a terminal (the children write to the same one), JSON otherwise, unless set explicitly."""
+    from parley.logging import wants_json
+
+    return {"PARLEY_LOG_JSON": "true" if wants_json(settings.log_json, stream) else "false"}
+
+
 def platform_processes(settings: Settings) -> list[ProcessSpec]:
     """The four processes; the workers get fixed /metrics ports (PARLEY_WORKER_METRICS_PORT and the
-    next one; 8082 and 8083 when it is 0) so a Prometheus scrape config can name them."""
-    threads = {k: str(settings.embedding_threads) for k in THREAD_ENV}
+    next one; 8082 and 8083 when it is 0) so a Prometheus scrape config can name them. Every child
+    gets the parent's log format (`log_env`)."""
+    threads = {k: str(settings.embedding_threads) for k in THREAD_ENV} | log_env(settings)
     workers = []
     for offset, (name, kind) in enumerate((("documents-worker", "documents"), ("catalog-worker", "catalog"))):
         env = dict(threads)
@@ -90,9 +100,10 @@ class _Child:
 
 
 def run(specs: list[ProcessSpec], *, console: Console, notes: list[str] | None = None, poll_s: float = 0.5,
-        stop_timeout_s: float = 30.0) -> int:
+        stop_timeout_s: float = 30.0, on_started: Callable[[dict[str, int]], object] | None = None) -> int:
     """Start the children, print what runs where (and ``notes``), restart a child that dies, stop
-    them all on SIGINT or SIGTERM (a second one kills them). Returns 0 when every child stopped cleanly."""
+    them all on SIGINT or SIGTERM (a second one kills them). ``on_started`` gets each child's pid
+    once all are started. Returns 0 when every child stopped cleanly."""
     if not specs:
         console.print("[yellow]nothing to start: no platform process is available in this build[/yellow]")
         return 0
@@ -112,6 +123,8 @@ def run(specs: list[ProcessSpec], *, console: Console, notes: list[str] | None =
 
     for child in children:
         child.start()
+    if on_started is not None:
+        on_started({c.spec.name: c.proc.pid for c in children if c.proc is not None})
     console.print(summary(children))
     for note in notes or []:
         console.print(note, highlight=False)

@@ -8,7 +8,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from cli.app import Ctx, database, emit, err, main, out, run_async
+from cli.app import Ctx, database, emit, err, find_tenant, main, out, run_async
 
 
 def _tenant_row(t: Any) -> dict[str, Any]:
@@ -22,12 +22,12 @@ def _tenant_row(t: Any) -> dict[str, Any]:
     }
 
 
-@main.group()
+@main.group(section="setup", example="parley tenants create acme --display-name 'Acme Inc.'")
 def tenants() -> None:
     """Create and inspect tenants (the businesses that own an agent)."""
 
 
-@tenants.command("create")
+@tenants.command("create", example="parley tenants create acme --display-name 'Acme Inc.'")
 @click.argument("name")
 @click.option("--display-name", default="", help="Human-readable name (default: NAME).")
 @click.option("--persona", default="", help="How the agent should present itself in answers.")
@@ -46,7 +46,7 @@ async def tenants_create(ctx: Ctx, name: str, display_name: str, persona: str) -
         out.print(f"created tenant [bold]{row['name']}[/bold] (id {row['id']})")
 
 
-@tenants.command("list")
+@tenants.command("list", example="parley tenants list --json")
 @click.pass_obj
 @run_async
 async def tenants_list(ctx: Ctx) -> None:
@@ -58,7 +58,7 @@ async def tenants_list(ctx: Ctx) -> None:
     emit(ctx, rows, ["name", "id", "status", "index_version", "created_at"], title="tenants")
 
 
-@tenants.command("show")
+@tenants.command("show", example="parley tenants show acme")
 @click.argument("name_or_id")
 @click.pass_obj
 @run_async
@@ -69,7 +69,7 @@ async def tenants_show(ctx: Ctx, name_or_id: str) -> None:
 
     async with database(ctx.settings) as db:
         async with db.admin() as session:
-            row = _tenant_row(await service.get_tenant(session, name_or_id=name_or_id))
+            row = _tenant_row(await find_tenant(session, name_or_id))
         async with db.scoped(row["id"]) as session:
             installs = [
                 {"kind": i.kind.value, "external_id": i.external_id, "name": i.display_name, "status": i.status}
@@ -105,7 +105,7 @@ def operator() -> str:
         return "cli"
 
 
-@tenants.group("uploaders")
+@tenants.group("uploaders", example="parley tenants uploaders show --tenant acme")
 def tenants_uploaders() -> None:
     """Who may add documents to a tenant's knowledge, channel by channel.
 
@@ -132,7 +132,7 @@ async def _show_uploaders(ctx: Ctx, db: Any, tenant: Any) -> None:
             out.print(f"  {u['user_id']}  ({rights}{', ' + u['note'] if u['note'] else ''})")
 
 
-@tenants_uploaders.command("show")
+@tenants_uploaders.command("show", example="parley tenants uploaders show --tenant acme")
 @click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
 @click.pass_obj
 @run_async
@@ -143,7 +143,7 @@ async def uploaders_show(ctx: Ctx, tenant_name: str) -> None:
         await _show_uploaders(ctx, db, tenant)
 
 
-@tenants_uploaders.command("mode")
+@tenants_uploaders.command("mode", example="parley tenants uploaders mode --tenant acme slack listed")
 @click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
 @click.argument("channel", type=UPLOAD_CHANNELS)
 @click.argument("mode", type=click.Choice(["admins", "listed", "anyone", "nobody"]))
@@ -160,7 +160,7 @@ async def uploaders_mode(ctx: Ctx, tenant_name: str, channel: str, mode: str) ->
         await _show_uploaders(ctx, db, tenant)
 
 
-@tenants_uploaders.command("add")
+@tenants_uploaders.command("add", example="parley tenants uploaders add --tenant acme slack U024BE7LH --note 'Dana, support lead'")
 @click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
 @click.argument("channel", type=UPLOAD_CHANNELS)
 @click.argument("user_id")
@@ -180,7 +180,7 @@ async def uploaders_add(ctx: Ctx, tenant_name: str, channel: str, user_id: str, 
         await _show_uploaders(ctx, db, tenant)
 
 
-@tenants_uploaders.command("remove")
+@tenants_uploaders.command("remove", example="parley tenants uploaders remove --tenant acme slack U024BE7LH")
 @click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
 @click.argument("channel", type=UPLOAD_CHANNELS)
 @click.argument("user_id")
@@ -202,12 +202,12 @@ async def uploaders_remove(ctx: Ctx, tenant_name: str, channel: str, user_id: st
 # --- API keys -------------------------------------------------------------------------------
 
 
-@main.group()
+@main.group(section="setup", example="parley keys create --tenant acme --name ops")
 def keys() -> None:
     """Admin API keys of a tenant (stored hashed; a key is shown once, when created)."""
 
 
-@keys.command("create")
+@keys.command("create", example="parley keys create --tenant acme --name ops")
 @click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
 @click.option("--name", default="", help="A label for the key, e.g. who uses it.")
 @click.pass_obj
@@ -229,7 +229,7 @@ async def keys_create(ctx: Ctx, tenant_name: str, name: str) -> None:
         err.print("Store it now: it is shown only this once.")
 
 
-@keys.command("list")
+@keys.command("list", example="parley keys list --tenant acme")
 @click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
 @click.pass_obj
 @run_async
@@ -254,7 +254,7 @@ async def keys_list(ctx: Ctx, tenant_name: str) -> None:
     emit(ctx, rows, ["id", "name", "prefix", "created_at", "last_used_at", "revoked"], title="API keys")
 
 
-@keys.command("revoke")
+@keys.command("revoke", example="parley keys revoke 5f1c --tenant acme")
 @click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
 @click.argument("key_id")
 @click.pass_obj
@@ -266,5 +266,12 @@ async def keys_revoke(ctx: Ctx, tenant_name: str, key_id: str) -> None:
     async with database(ctx.settings) as db:
         tenant = await db.tenant(tenant_name)
         async with db.scoped(tenant.id) as session:
+            from tenants.repository import ApiKeyRepository
+
+            key_id = (await ApiKeyRepository(session, tenant.id).resolve(
+                key_id, hint=f"`parley keys list --tenant {tenant.name}` shows them")).id
             await service.revoke_api_key(session, tenant_id=tenant.id, key_id=key_id)
-    out.print(f"revoked API key {key_id}")
+    if ctx.as_json:
+        click.echo(json.dumps({"revoked": key_id}))
+    else:
+        out.print(f"revoked API key {key_id}")

@@ -9,13 +9,14 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from knowledge.models import Document, DocumentStatus, Job, JobItem, JobItemStatus, JobStatus
+from knowledge.models import Chunk, Document, DocumentStatus, Job, JobItem, JobItemStatus, JobStatus
 from parley.repository import TenantRepository
 
 
 class DocumentRepository(TenantRepository[Document]):
     model = Document
     noun = "document"
+    label = "filename"
 
     async def by_sha(self, sha256: str) -> Document | None:
         return (await self.session.execute(self.select().where(Document.sha256 == sha256))).scalar_one_or_none()
@@ -39,6 +40,52 @@ class DocumentRepository(TenantRepository[Document]):
             stmt = stmt.where(Document.status == status)
         return list((await self.session.execute(stmt)).scalars())
 
+    async def search(self, *, name: str = "", status: DocumentStatus | None = None, include_deleted: bool = False,
+                     limit: int = 50, offset: int = 0) -> tuple[list[Document], int]:
+        """A page of documents, newest first, whose name contains ``name`` (any case), and how many
+        match in all. Deleted documents (replaced versions included) only when asked for, by
+        ``include_deleted`` or ``status``."""
+        where: list[Any] = []
+        if name:
+            escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append(Document.filename.ilike(f"%{escaped}%", escape="\\"))
+        if status is not None:
+            where.append(Document.status == status)
+        elif not include_deleted:
+            where.append(Document.status != DocumentStatus.deleted)
+        total = (await self.session.execute(self.select(func.count()).select_from(Document).where(*where))).scalar_one()
+        stmt = self.select().where(*where).order_by(Document.created_at.desc(), Document.id).limit(limit).offset(offset)
+        return list((await self.session.execute(stmt)).scalars()), int(total)
+
+    async def versions(self, document: Document, *, limit: int = 20) -> list[Document]:
+        """Every version of the document, newest first: the ones it replaced (``replaces_id``, back
+        in time) and the ones that replaced it."""
+        newer: list[Document] = []
+        current = document
+        for _ in range(limit):
+            stmt = self.select().where(Document.replaces_id == current.id).order_by(Document.created_at.desc()).limit(1)
+            successor = (await self.session.execute(stmt)).scalars().first()
+            if successor is None or successor in newer or successor is document:
+                break
+            newer.append(successor)
+            current = successor
+        older: list[Document] = []
+        current = document
+        for _ in range(limit):
+            if not current.replaces_id:
+                break
+            predecessor = await self.find(current.replaces_id)
+            if predecessor is None or predecessor in older or predecessor is document:
+                break
+            older.append(predecessor)
+            current = predecessor
+        return [*reversed(newer), document, *older]
+
+    async def chunks(self, document_id: str, *, limit: int = 20) -> list[Chunk]:
+        stmt = (select(Chunk).where(Chunk.tenant_id == self.tenant_id, Chunk.document_id == document_id)
+                .order_by(Chunk.ordinal).limit(limit))
+        return list((await self.session.execute(stmt)).scalars())
+
     async def blob_keys_in_use(self, keys: list[str]) -> set[str]:
         """Which of these blobs a document of the tenant points at (blobs are content-addressed:
         a file being discarded may be the same bytes as a document that must keep its blob)."""
@@ -55,6 +102,7 @@ class DocumentRepository(TenantRepository[Document]):
 class JobRepository(TenantRepository[Job]):
     model = Job
     noun = "job"
+    label = "description"
 
     async def list(self, *, limit: int = 50) -> list[Job]:
         return list((await self.session.execute(self.select().order_by(Job.created_at.desc()).limit(limit))).scalars())
@@ -66,6 +114,16 @@ class JobRepository(TenantRepository[Job]):
             .order_by(JobItem.id)
         )
         return list((await self.session.execute(stmt)).scalars())
+
+    async def items_of(self, item_key: str, *, limit: int = 50) -> list[tuple[Job, JobItem]]:
+        """The jobs an item (a document id) was part of, newest first, with its item in each."""
+        stmt = (
+            select(Job, JobItem)
+            .join(JobItem, (JobItem.job_id == Job.id) & (JobItem.tenant_id == Job.tenant_id))
+            .where(Job.tenant_id == self.tenant_id, JobItem.item_key == item_key)
+            .order_by(Job.created_at.desc()).limit(limit)
+        )
+        return [(job, item) for job, item in (await self.session.execute(stmt)).all()]
 
 
 async def documents_by_status(session: AsyncSession) -> dict[str, dict[str, int]]:

@@ -9,6 +9,12 @@ source and name, new content) is a new document that replaces the old one when i
 unless it comes from someone other than the old one's uploader who may not replace it. Uploads,
 refusals, deletions and restores (:func:`restore_document`) are recorded in the audit log
 (`knowledge.audit`) in the same unit of work.
+
+The dashboard adds three changes: :func:`request_deletion` (a deletion whose vectors the document
+worker removes, `document.deleted`), :func:`retry_with_password` (a password-protected PDF again,
+its password sealed in the message) and a new version of a given document (``version_of``).
+:func:`job_breakdown` is a job's outcome for a person, success first and failures grouped with
+their files; :func:`job_report` is the same on one line.
 """
 
 from __future__ import annotations
@@ -21,23 +27,25 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from knowledge import audit
+from knowledge import audit, retry
 from knowledge.audit import SYSTEM, Actor
 from knowledge.models import Chunk, Document, DocumentStatus, Job, JobItem, JobItemStatus, JobStatus, KnowledgeAction
 from knowledge.repository import DocumentRepository, JobRepository
 from parley.blobs import StoredBlob
-from parley.bus import Envelope, context, stage
+from parley.bus import Envelope, Failure, context, stage
 from parley.bus.contracts import (
     CATALOG_SYNC_JOB_KIND,
     CATALOG_SYNC_REQUESTED,
+    DOCUMENT_DELETED,
     DOCUMENT_UPLOADED,
     QUEUE_CATALOG,
     QUEUE_DOCUMENTS,
+    DocumentDeleted,
     DocumentUploaded,
     SyncRequested,
 )
 from parley.db import utcnow
-from parley.errors import AlreadyExists
+from parley.errors import AlreadyExists, Forbidden, InvalidInput
 from tenants.models import Tenant
 
 
@@ -70,8 +78,16 @@ async def submit_upload(
     job_id: str | None = None,
     correlation_id: str | None = None,
     actor: Actor = SYSTEM,
+    sealed_password: str | None = None,
+    version_of: str | None = None,
 ) -> Submitted:
     """Record an uploaded file and queue it for indexing (published after the caller commits).
+
+    ``sealed_password`` (a protected PDF's password, already encrypted with the platform's
+    `SecretBox`) travels in the message to the worker and is stored nowhere else. ``version_of``
+    names the document this file is a new version of (the dashboard's "upload a new version"):
+    it replaces that one once indexed even when that one failed (a failed document is otherwise
+    no version in use).
 
     ``actor`` is who sent it. A new version of a document (same source and name) uploaded by
     someone else is refused unless the actor may replace (the tenant's uploader policy decides):
@@ -89,6 +105,9 @@ async def submit_upload(
             await _add_job_item(session, tenant_id, job_id, existing, already_done=existing.status == DocumentStatus.indexed)
         return Submitted(existing, created=False)
     previous = await repo.current_version(source, filename, exclude_id=existing.id if existing is not None else None)
+    if previous is None and version_of and (existing is None or existing.id != version_of):
+        failed = await repo.find(version_of)
+        previous = failed if failed is not None and failed.status == DocumentStatus.failed else None
     if previous is not None and not actor.may_replace and not actor.is_uploader_of(previous):
         why = "the version in use was added by someone else, and only they or an admin may replace it"
         audit.record(session, tenant_id=tenant_id, action=KnowledgeAction.refused, actor=actor, filename=filename,
@@ -134,12 +153,18 @@ async def submit_upload(
         Envelope.new(
             DOCUMENT_UPLOADED,
             tenant_id=tenant_id,
-            payload=DocumentUploaded(document_id=document.id),
+            payload=uploaded_payload(document.id, sealed_password),
             correlation_id=correlation_id,
         ),
         QUEUE_DOCUMENTS,
     )
     return Submitted(document, created=existing is None)
+
+
+def uploaded_payload(document_id: str, sealed_password: str | None = None) -> dict[str, Any]:
+    """`document.uploaded`'s payload; the sealed password only when there is one."""
+    return DocumentUploaded(document_id=document_id, sealed_password=sealed_password).model_dump(
+        mode="json", exclude_none=True)
 
 
 async def _add_job_item(session: AsyncSession, tenant_id: str, job_id: str, document: Document, *, already_done: bool) -> None:
@@ -233,15 +258,40 @@ async def _close_if_complete(session: AsyncSession, tenant_id: str, job_id: str)
 
 async def job_report(session: AsyncSession, job: Job) -> str:
     """'115 of 127 indexed; 12 failed: PDF is password-protected (9), document has no text (3)'."""
-    text = f"{job.done:,} of {job.total:,} indexed"
-    if not job.failed:
+    return report_text(await job_breakdown(session, job))
+
+
+#: Job kinds whose items are documents (the item key is the document id).
+DOCUMENT_JOB_KINDS = frozenset({"documents", "reindex"})
+
+
+async def job_breakdown(session: AsyncSession, job: Job) -> dict[str, Any]:
+    """A job's outcome for a person, success first: ``headline`` ('18 of 26 indexed'), the counts,
+    and the failures grouped by reason, most frequent first, each with its items (``document_id``
+    set when the item is a document, for a link to it). `report_text` makes the one-line report."""
+    failed = await JobRepository(session, job.tenant_id).failed_items(job.id) if job.failed else []
+    groups: dict[str, dict[str, Any]] = {}
+    for item in failed:
+        reason = item.error or "unknown error"
+        group = groups.setdefault(reason, {"reason": reason, "code": item.error_code, "count": 0, "items": []})
+        group["count"] += 1
+        group["items"].append({"key": item.item_key, "label": item.label or item.item_key,
+                               "document_id": item.item_key if job.kind in DOCUMENT_JOB_KINDS else None})
+    ordered = sorted(groups.values(), key=lambda g: -g["count"])  # stable: first seen first among equals
+    return {"headline": f"{job.done:,} of {job.total:,} indexed", "done": job.done, "failed": job.failed,
+            "total": job.total, "pending": max(0, job.total - job.done - job.failed), "groups": ordered}
+
+
+def report_text(breakdown: dict[str, Any], *, groups: int = 5) -> str:
+    """The one-line report of a `job_breakdown`: the headline, then the first ``groups`` reasons."""
+    text = breakdown["headline"]
+    if not breakdown["failed"]:
         return text
-    failed = await JobRepository(session, job.tenant_id).failed_items(job.id)
-    reasons = collections.Counter(item.error or "unknown error" for item in failed)
-    grouped = ", ".join(f"{reason} ({n})" for reason, n in reasons.most_common(5))
-    if len(reasons) > 5:
+    reasons = breakdown["groups"]
+    grouped = ", ".join(f"{g['reason']} ({g['count']})" for g in reasons[:groups])
+    if len(reasons) > groups:
         grouped += ", …"
-    return f"{text}; {job.failed:,} failed: {grouped}"
+    return f"{text}; {breakdown['failed']:,} failed: {grouped}"
 
 
 async def delete_document(session: AsyncSession, index: Any, *, tenant_id: str, document_id: str,
@@ -253,6 +303,59 @@ async def delete_document(session: AsyncSession, index: Any, *, tenant_id: str, 
     repo = DocumentRepository(session, tenant_id)
     document = await repo.get(document_id)
     await index.delete_document(tenant_id, document.id)
+    return await _mark_deleted(session, document, actor=actor)
+
+
+async def request_deletion(session: AsyncSession, *, tenant_id: str, document_id: str, actor: Actor) -> Document:
+    """`delete_document` for a process without the vector index (the dashboard): the document is
+    `deleted` at once (chunk metadata gone, index version bumped, recorded), and `document.deleted`
+    is staged for the document worker, which removes its vectors (unless it was restored meanwhile)."""
+    document = await DocumentRepository(session, tenant_id).get(document_id)
+    if document.status == DocumentStatus.deleted:
+        raise AlreadyExists(f"{document.filename} is already deleted")
+    if document.status == DocumentStatus.processing:  # the worker would write it back as indexed
+        raise AlreadyExists(f"{document.filename} is being indexed right now; delete it once that is done")
+    await _mark_deleted(session, document, actor=actor)
+    stage(session, Envelope.new(DOCUMENT_DELETED, tenant_id=tenant_id, payload=DocumentDeleted(document_id=document.id),
+                                correlation_id=context.correlation_id()), QUEUE_DOCUMENTS)
+    return document
+
+
+async def retry_with_password(session: AsyncSession, *, tenant_id: str, document_id: str, actor: Actor,
+                              sealed_password: str) -> Document:
+    """Index a PDF that failed as password-protected again, with its password (sealed with the
+    platform's `SecretBox`; it travels in the message only). Recorded as a new upload of the same
+    version, by ``actor``. Only a failed, password-protected document can be retried this way."""
+    document = await DocumentRepository(session, tenant_id).get(document_id)
+    if not needs_password(document):
+        raise InvalidInput(f"{document.filename} is {document.status.value}"
+                           f"{' (' + document.error + ')' if document.error else ''}: only a PDF that failed as "
+                           "password-protected can be retried with a password")
+    if document.uploader is not None and not actor.may_replace and not actor.is_uploader_of(document):
+        raise Forbidden("only its uploader or an admin may retry this document")
+    document.status = DocumentStatus.queued
+    document.error = document.error_code = None
+    document.attempts = 0
+    document.job_id = None
+    audit.record(session, tenant_id=tenant_id, action=KnowledgeAction.uploaded, actor=actor, filename=document.filename,
+                 document_id=document.id, replaced_document_id=document.replaces_id, detail="retried with a password")
+    stage(session, Envelope.new(DOCUMENT_UPLOADED, tenant_id=tenant_id,
+                                payload=uploaded_payload(document.id, sealed_password),
+                                correlation_id=context.correlation_id()), QUEUE_DOCUMENTS)
+    return document
+
+
+#: Failure codes of a PDF that needs its password (again): password-protected (`ingestion.documents
+#: .extract_pdf`), or its sealed password could not be opened or was too old (the document worker).
+PASSWORD_CODES = frozenset({"pdf_encrypted", "password_unreadable", "password_expired"})
+
+
+def needs_password(document: Document) -> bool:
+    return document.status == DocumentStatus.failed and document.error_code in PASSWORD_CODES
+
+
+async def _mark_deleted(session: AsyncSession, document: Document, *, actor: Actor) -> Document:
+    tenant_id = document.tenant_id
     await session.execute(delete(Chunk).where(Chunk.tenant_id == tenant_id, Chunk.document_id == document.id))
     if document.status != DocumentStatus.deleted:
         audit.record(session, tenant_id=tenant_id, action=KnowledgeAction.deleted, actor=actor,
@@ -298,18 +401,51 @@ def refuse_upload(session: AsyncSession, *, tenant_id: str, actor: Actor, filena
         audit.record(session, tenant_id=tenant_id, action=KnowledgeAction.refused, actor=actor, filename=name, detail=why)
 
 
-async def requeue_all(session: AsyncSession, *, tenant_id: str, reason: str) -> Job | None:
+@dataclass(frozen=True)
+class Requeued:
+    """What `requeue_all` did: the job (None when nothing was queued) and the failed documents it
+    left alone: ``for_good`` (their last failure was for good: reason by document) and
+    ``superseded`` (a newer version of the file exists; that one is re-indexed in their place)."""
+
+    job: Job | None
+    for_good: dict[str, str]
+    superseded: list[Document]
+
+    def skipped_summary(self) -> str:
+        """'skipped 8 that failed for good: no text (3), password-protected (3), … and 1 replaced by a newer
+        version' ('' when none was skipped)."""
+        parts = []
+        if self.for_good:
+            counts = collections.Counter(self.for_good.values())
+            grouped = ", ".join(f"{why} ({n})" for why, n in counts.most_common(5)) + (", …" if len(counts) > 5 else "")
+            parts.append(f"{len(self.for_good):,} that failed for good ({grouped}; upload new versions to retry them)")
+        if self.superseded:
+            parts.append(f"{len(self.superseded):,} failed old version(s) of files uploaded again since")
+        return ("skipped " + " and ".join(parts)) if parts else ""
+
+
+async def requeue_all(session: AsyncSession, *, tenant_id: str, reason: str) -> Requeued:
     """Re-index every live document of a tenant as one job (after an embedding model change).
 
     Each document goes back to `queued` and gets a fresh `document.uploaded`; the worker replaces
-    its chunks in place (same deterministic ids), so the tenant stays searchable throughout.
+    its chunks in place (same deterministic ids), so the tenant stays searchable throughout. A
+    failed document is retried only when that may help (`knowledge.retry`): not when its last
+    failure was for good (a password-protected PDF, a file with no text: it would fail the same
+    way and add a dead letter), nor when a newer version of the file was uploaded since.
     """
     repo = DocumentRepository(session, tenant_id)
-    documents = list((await session.execute(
+    candidates = list((await session.execute(
         repo.select().where(Document.status.in_([DocumentStatus.indexed, DocumentStatus.failed]))
     )).scalars())
+    superseded = [d for d in candidates if d.status == DocumentStatus.failed
+                  and await retry.newest_version(session, d) is not None]
+    for_good = await retry.failed_for_good_documents(session, tenant_id, [d for d in candidates if d not in superseded])
+    left_out = set(for_good) | {d.id for d in superseded}
+    documents = [d for d in candidates if d.id not in left_out]
+    skipped = Requeued(None, {i: Failure(row.error_code, row.reason, False).human_reason() for i, row in for_good.items()},
+                       superseded)
     if not documents:
-        return None
+        return skipped
     job = await create_job(session, tenant_id=tenant_id, kind="reindex", description=reason, total=len(documents))
     for document in documents:
         document.status = DocumentStatus.queued
@@ -320,7 +456,7 @@ async def requeue_all(session: AsyncSession, *, tenant_id: str, reason: str) -> 
         await _add_job_item(session, tenant_id, job.id, document, already_done=False)
         stage(session, Envelope.new(DOCUMENT_UPLOADED, tenant_id=tenant_id,
                                     payload=DocumentUploaded(document_id=document.id)), QUEUE_DOCUMENTS)
-    return job
+    return Requeued(job, skipped.for_good, skipped.superseded)
 
 
 async def request_sync(session: AsyncSession, *, tenant_id: str, shop: str, reason: str = "manual",

@@ -21,6 +21,10 @@ from parley.settings import Settings
 API_KEY_PREFIX = "pk_"
 
 
+class Expired(ConfigurationError):
+    """A secret sealed with a limited life (`SecretBox.decrypt`'s ``max_age``) that is past it."""
+
+
 class SecretBox:
     """Encrypts and decrypts small secrets. `repr` never shows the key."""
 
@@ -39,7 +43,15 @@ class SecretBox:
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()
 
-    def decrypt(self, token: str) -> str:
+    def decrypt(self, token: str, *, max_age: int | None = None) -> str:
+        """The secret; with ``max_age`` (seconds), only if it was encrypted at most that long ago
+        (`Expired` otherwise: a short-lived secret, such as a PDF's password in a job message)."""
+        if max_age is not None:
+            try:
+                return self._fernet.decrypt(token.encode(), ttl=max_age).decode()
+            except InvalidToken:
+                self.decrypt(token)  # not ours at all: that error; else it is only too old
+                raise Expired(f"the secret was sealed more than {max_age} s ago") from None
         try:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken as exc:

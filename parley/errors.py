@@ -55,6 +55,13 @@ class UnsupportedType(InvalidInput):
     code = "unsupported_type"
 
 
+class BadQuestion(InvalidInput):
+    """A message that cannot be looked up (empty, far too long, no words at all); the message is
+    the polite reply its sender gets (`retrieval.schemas.question_problem`)."""
+
+    code = "bad_question"
+
+
 class Unavailable(ParleyError):
     """A dependency (database, broker, vendor API) is not answering; try again later."""
 

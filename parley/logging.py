@@ -1,5 +1,6 @@
-"""Structured logging: one JSON object per line, with tenant, correlation and message ids bound
-per request or message through context variables (they follow the work across `await`s)."""
+"""Structured logging: one JSON object per line (or one readable, coloured line per event on a
+terminal: see `wants_json`), with tenant, correlation and message ids bound per request or message
+through context variables (they follow the work across `await`s)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import contextvars
 import datetime as dt
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -69,19 +71,77 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """One readable line per event: ``15:47:18.123 INFO  gateway  bot.app: message  tenant_id=… key=…``
+    (the bound context and the record's extra fields as key=value), the traceback below it. With
+    ``colour`` the level, the process and the keys are coloured (ANSI) for a terminal."""
+
+    _LEVEL_COLOURS = {"DEBUG": "2", "INFO": "32", "WARNING": "33", "ERROR": "31", "CRITICAL": "1;31"}
+
+    def __init__(self, process_name: str = "", *, colour: bool = False) -> None:
+        super().__init__()
+        self.process_name = process_name
+        self.colour = colour
+
+    def _paint(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.colour else text
+
     def format(self, record: logging.LogRecord) -> str:
-        base = f"{record.levelname[0]} {record.name}: {record.getMessage()}"
-        ctx = _context.get()
-        if ctx:
-            base += " " + " ".join(f"{k}={v}" for k, v in ctx.items())
+        ts = dt.datetime.fromtimestamp(record.created).strftime("%H:%M:%S.%f")[:-3]
+        level = self._paint(f"{record.levelname:<7}", self._LEVEL_COLOURS.get(record.levelname, "0"))
+        who = f"{self._paint(self.process_name, '36')} " if self.process_name else ""
+        message = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            message = self._paint(message, "1")
+        fields = {**_context.get(), **{k: v for k, v in record.__dict__.items()
+                                       if k not in _RESERVED and not k.startswith("_")}}
+        line = f"{self._paint(ts, '2')} {level} {who}{self._paint(record.name + ':', '2')} {message}"
+        if fields:
+            line += "  " + " ".join(f"{self._paint(k + '=', '2')}{_shown(v)}" for k, v in fields.items())
         if record.exc_info:
-            base += "\n" + self.formatException(record.exc_info)
-        return base
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
-def configure_logging(*, process_name: str, level: str = "INFO", json_lines: bool = True) -> None:
+def _shown(value: Any) -> str:
+    text = str(value)
+    return json.dumps(text) if not text or any(c.isspace() for c in text) else text
+
+
+def wants_json(setting: bool | None, stream: Any = None) -> bool:
+    """JSON lines or readable ones: ``setting`` (PARLEY_LOG_JSON) when it is true or false; unset,
+    readable when ``stream`` (stderr) is a terminal, JSON otherwise (a pipe, a file, a container log)."""
+    if setting is not None:
+        return setting
+    stream = sys.stderr if stream is None else stream
+    try:
+        return not stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return True
+
+
+def wants_colour(stream: Any = None) -> bool:
+    """ANSI colours only on a terminal, and never with NO_COLOR set (https://no-color.org)."""
+    stream = sys.stderr if stream is None else stream
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def make_formatter(process_name: str, *, json_lines: bool | None, stream: Any = None) -> logging.Formatter:
+    """The formatter `configure_logging` installs for ``stream`` (see `wants_json`)."""
+    if wants_json(json_lines, stream):
+        return JsonFormatter(process_name)
+    return TextFormatter(process_name, colour=wants_colour(stream))
+
+
+def configure_logging(*, process_name: str, level: str = "INFO", json_lines: bool | None = None) -> None:
+    """Log to stderr: JSON lines or readable ones as `wants_json` decides (``json_lines`` is
+    PARLEY_LOG_JSON: None means "decide by the terminal")."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(process_name) if json_lines else TextFormatter())
+    handler.setFormatter(make_formatter(process_name, json_lines=json_lines, stream=sys.stderr))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -20,8 +20,10 @@ def rabbit_broker(settings: Settings, process: str) -> RabbitBroker:
     return RabbitBroker(settings.amqp_url, topology=topology(settings), connection_name=f"parley-{process}-{os.getpid()}")
 
 
-def embedder(settings: Settings, *, query_cache_size: int = 0) -> Embedder:
-    """The configured embedder. Loading the local model blocks ~1 s: call it off the event loop."""
+def embedder(settings: Settings, *, query_cache_size: int = 0, answers: bool = False) -> Embedder:
+    """The configured embedder. Loading the local model blocks ~1 s: call it off the event loop.
+    ``answers``: this process embeds questions (the retrieval service), so it also builds the int8
+    query session when ``embedding_query_int8`` is on; workers embed documents only."""
     return create_embedder(
         provider=settings.embedding_provider,
         model=settings.embedding_model,
@@ -32,6 +34,7 @@ def embedder(settings: Settings, *, query_cache_size: int = 0) -> Embedder:
         openai_dimensions=settings.openai_embedding_dimensions,
         batch_size=settings.embedding_batch_size,
         query_cache_size=query_cache_size,
+        query_int8=answers and settings.embedding_query_int8,
     )
 
 

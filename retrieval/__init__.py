@@ -1,7 +1,7 @@
 """The retrieval service: the answer path (latency work), ``POST /v1/query``.
 
 Modules, edge first: ``app`` (factory, resources, `serve`), ``routes`` (HTTP), ``service`` (the
-answer path), ``rewrite`` (follow-ups), ``cache`` (answer cache), ``fusion`` (RRF), ``context``
+answer path), ``rewrite`` (follow-ups), ``cache`` (answer cache), ``fusion`` (convex or RRF), ``context``
 (relevance, de-duplication, token budget), ``products`` (shopping constraints), ``answer``
 (OpenAI and extractive answerers), ``repository`` (tenant rows), ``metrics``, ``config``.
 

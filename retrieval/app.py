@@ -88,7 +88,7 @@ def build_embedder(settings: Settings) -> Any:
     """The configured embedder with its query-vector cache (loading a model blocks ~1 s)."""
     from parley import runtime
 
-    return runtime.embedder(settings, query_cache_size=1024)
+    return runtime.embedder(settings, query_cache_size=1024, answers=True)
 
 
 async def _resources(settings: Settings, deps: RetrievalDeps, freeze_heap: bool, app: web.Application) -> AsyncIterator[None]:

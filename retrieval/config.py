@@ -8,10 +8,12 @@ Why these defaults (all measured with the local MiniLM embedder; see bench/):
 * ``top_k=40`` candidates per leg: fusion needs more than the final handful to agree on. On
   SciFact, depths 20-60 rank within noise of each other, and at 20k chunks a miss cost the same
   at 20 and 40 (p50 20.3 vs 20.6 ms, bench/query_latency.py).
-* RRF with ``k=60`` and equal weights: the standard constant, and it needs no calibration between
-  BM25 and cosine scales, which differ per tenant corpus. On SciFact (bench/retrieval_quality.py)
-  it scores nDCG@10 0.697 against 0.664 (keyword) and 0.656 (vector); the best setting on the
-  train queries, convex 0.4/0.6, scores 0.700 - a difference within noise, one setting away.
+* Convex fusion (each leg's scores min-max normalised over its own list) with equal weights,
+  over a keyword leg that weighs titles 0.3 (``PARLEY_KEYWORD_TITLE_WEIGHT``). Measured on SciFact
+  (bench/RESULTS.md, 2026-12-03), choices made on the train queries only: the title weight took
+  the keyword leg from 0.664 to ~0.69, and with it convex beat RRF (k=60) by ~0.02 on train and
+  test; equal weights tie with the train optimum (0.4/0.6) within 0.001. RRF stays available
+  (``method="rrf"``, ``k=60``): it needs no calibration between BM25 and cosine scales.
 * ``max_chunks_per_document=2``: one long document must not crowd every other source out.
 * Relevance (see `retrieval.context.relevant`): MiniLM puts unrelated question/passage pairs at
   cosine 0.0-0.25 and answering passages at 0.4-0.8, so a passage is relevant on its own from
@@ -36,7 +38,7 @@ FusionMethod = Literal["rrf", "convex"]
 class FusionConfig:
     """How the two ranked lists become one. A weight of 0 turns its leg off entirely (not searched)."""
 
-    method: FusionMethod = "rrf"
+    method: FusionMethod = "convex"
     k: int = 60
     vector_weight: float = 1.0
     keyword_weight: float = 1.0

@@ -1,15 +1,16 @@
 """Fusing the vector and keyword result lists into one ranking.
 
-Reciprocal-rank fusion (the default): ``score(d) = sum over legs of weight / (k + rank)`` with
-1-based ranks. It needs no calibration between cosine similarity and BM25 (whose scale depends on
-the corpus and the query length), which is why it is the default: the two legs' scores are not
-comparable, their ranks are. ``k`` damps the head: with k=60 the first and the tenth hit of a leg
-differ by 13%, so agreement between legs matters more than a single leg's order.
+Convex combination (``method="convex"``, the default): each leg's scores min-max normalised to
+[0, 1] over its own list, then ``weight_v * v + weight_k * k`` (a hit missing from a leg gets 0
+there). It uses the score *gaps* RRF throws away, at the price of depending on list length; on
+SciFact it beat RRF by ~0.02 nDCG@10 on the train and the test queries alike (bench/RESULTS.md,
+issue 15), so it became the default.
 
-Convex combination (``method="convex"``): each leg's scores min-max normalised to [0, 1] over its
-own list, then ``weight_v * v + weight_k * k`` (a hit missing from a leg gets 0 there). It uses
-the score *gaps* RRF throws away and can do slightly better on some corpora, at the price of
-depending on list length; bench/retrieval_quality.py measures both.
+Reciprocal-rank fusion (``method="rrf"``): ``score(d) = sum over legs of weight / (k + rank)``
+with 1-based ranks. It needs no calibration between cosine similarity and BM25 (whose scale
+depends on the corpus and the query length): the two legs' scores are not comparable, their ranks
+are. ``k`` damps the head: with k=60 the first and the tenth hit of a leg differ by 13%, so
+agreement between legs matters more than a single leg's order.
 
 A leg with weight 0 contributes nothing (the service does not even run it). Ties are broken by
 the vector rank, then the keyword rank, then the id, so the order is deterministic.

@@ -44,6 +44,8 @@ class Constraints:
     colours: frozenset[str] = field(default_factory=frozenset)
     sizes: frozenset[str] = field(default_factory=frozenset)
     stock: bool = False
+    #: the question's words: a product it names ("is the Pink Armchair in stock?") is never demoted
+    words: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def any(self) -> bool:
@@ -70,7 +72,7 @@ def parse_constraints(question: str) -> Constraints:
             lo, hi = min(a, b), max(a, b)
     colours = frozenset(w for w in words(q) if w in COLOURS)
     sizes = frozenset((m.group(1) or m.group(2)) for m in _SIZE.finditer(q))
-    return Constraints(lo, hi, colours, sizes, _STOCK.search(q) is not None)
+    return Constraints(lo, hi, colours, sizes, _STOCK.search(q) is not None, frozenset(words(q)))
 
 
 @dataclass(frozen=True)
@@ -126,9 +128,14 @@ def product_facts(metadata: dict[str, Any]) -> ProductFacts:
     )
 
 
-def product_factor(constraints: Constraints, facts: ProductFacts, text: str) -> float:
-    """Multiplier for a product hit's fused score under the question's constraints (1.0: neutral)."""
+def product_factor(constraints: Constraints, facts: ProductFacts, text: str, *, title: str = "") -> float:
+    """Multiplier for a product hit's fused score under the question's constraints (1.0: neutral).
+    A product the question names by its full title is asked *about*: its facts are the answer, so
+    it is boosted and never demoted ("no, it is out of stock")."""
     factor = 1.2 if constraints.any else 1.0  # a shopping question: products first among equals
+    title_words = set(words(title))
+    if title_words and title_words <= constraints.words:
+        return factor * 1.5
     if constraints.price_max is not None and facts.price_min is not None and facts.price_min > constraints.price_max:
         factor *= 0.3
     if constraints.price_min is not None and facts.price_max is not None and facts.price_max < constraints.price_min:

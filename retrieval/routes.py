@@ -2,6 +2,9 @@
 
 * ``POST /v1/query`` - a `QueryRequest` in, a `QueryResponse` out. Malformed input is a 400 with
   ``{"error": "invalid_json" | "invalid_input", "detail": ...}``; an unknown tenant a 404.
+  ``"sources": n`` (1-100) adds the ranking behind the answer (`RankedSource`: the first n
+  documents with their fused, vector and keyword scores) - for evaluation and for a tenant asking
+  "why did it answer that?".
 * ``GET /healthz`` - the process is alive and its loop turns (no dependency is checked).
 * ``GET /readyz`` - 200 only when the database answers, the embedder has embedded its warm-up
   query and the index finished warming; 503 with the failing checks otherwise.

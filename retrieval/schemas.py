@@ -2,7 +2,10 @@
 
 These models are the wire format of ``POST /v1/query`` and the in-process interface alike, so the
 gateway can switch between the two without noticing. This module imports nothing of ours but
-pydantic: ``bot`` may import it (and ``retrieval.client``) and nothing else of ``retrieval``.
+`parley.errors`: ``bot`` may import it (and ``retrieval.client``) and nothing else of ``retrieval``.
+`question_problem` is here for the same reason: every door (each channel, the web chat API,
+``parley ask``, the service itself) answers an empty, huge or wordless message with the same
+polite reply.
 
 Choices:
 
@@ -21,9 +24,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from parley.errors import BadQuestion
+
 MAX_MESSAGE_CHARS = 4000
 MAX_TURNS = 20
 MAX_CITATIONS = 20
+MAX_SOURCES = 100
 TENANT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
 
 #: Every key of ``QueryResponse.timings``, always present (0.0 for a stage that did not run).
@@ -47,6 +53,12 @@ class QueryRequest(BaseModel):
     message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
     turns: list[Turn] = Field(default_factory=list, max_length=MAX_TURNS)
     max_citations: int | None = Field(default=None, ge=1, le=MAX_CITATIONS)
+    #: Also return the ranking behind the answer: the first ``sources`` distinct documents and
+    #: products with their scores (`RankedSource`), for evaluation and for "why did it answer that?".
+    sources: int | None = Field(default=None, ge=1, le=MAX_SOURCES)
+    #: Wait until the index holds every write the tenant committed before this request (a question
+    #: sent with a file, asked once the file is indexed); otherwise an answer never waits for that.
+    fresh: bool = False
 
     @field_validator("message")
     @classmethod
@@ -54,6 +66,39 @@ class QueryRequest(BaseModel):
         if not value.strip():
             raise ValueError("message is blank")
         return value
+
+
+#: The polite replies to a message that cannot be looked up (`question_problem`), and to one whose
+#: words no model of the service can read (`UNREADABLE_SCRIPT`, decided by the service).
+EMPTY_QUESTION = "I didn't get a question there. What would you like to know?"
+NO_WORDS = ("I can only look up questions written in words, and that message has none I can search for. "
+            "What would you like to know?")
+TOO_LONG = ("That message is {n:,} characters long; I can look up questions of up to {limit:,}. Could you ask it "
+            "in a sentence or two? (To add a document, send it as a file instead.)")
+UNREADABLE_SCRIPT = ("I can't read the writing of that question yet, so I can't look it up. "
+                     "Could you ask it in another language, for example in English?")
+
+
+def question_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a question to look up, as the polite reply its sender gets: empty or
+    whitespace, longer than `MAX_MESSAGE_CHARS`, or without a single letter or digit (only emoji,
+    punctuation or symbols). None when it can be looked up. Pure and cheap (one pass at most)."""
+    stripped = text.strip()
+    if not stripped:
+        return EMPTY_QUESTION
+    if len(stripped) > MAX_MESSAGE_CHARS:
+        return TOO_LONG.format(n=len(stripped), limit=MAX_MESSAGE_CHARS)
+    if not any(ch.isalnum() for ch in stripped):
+        return NO_WORDS
+    return None
+
+
+def check_question(text: str) -> str:
+    """``text`` stripped, or `BadQuestion` whose message is the polite reply (`question_problem`)."""
+    problem = question_problem(text)
+    if problem is not None:
+        raise BadQuestion(problem)
+    return text.strip()
 
 
 class Citation(BaseModel):
@@ -73,6 +118,30 @@ class Citation(BaseModel):
     url: str | None = None
 
 
+class RankedSource(BaseModel):
+    """One document (or product) of the ranking behind an answer, asked for with ``sources``.
+
+    Sources are the service's ranking of the tenant's documents for the question, best first, one
+    entry per document (its best-ranked chunk), relevant or not: the answer quotes from the first
+    ones that pass the relevance test, so a source the answer does not cite shows what ranked near
+    it and by how much. ``score`` is what the ranking is sorted by (the fused score, times a product's
+    constraint factor); ``vector_score`` is the cosine similarity and ``keyword_score`` the BM25
+    score of that chunk, each None when its search leg did not return it.
+    """
+
+    rank: int  # 1-based
+    kind: Literal["document", "product"]
+    document_id: str
+    title: str
+    chunk_id: str
+    score: float
+    vector_score: float | None = None
+    keyword_score: float | None = None
+    vector_rank: int | None = None
+    keyword_rank: int | None = None
+    cited: bool = False  # the answer cites this document
+
+
 class QueryResponse(BaseModel):
     answer: str
     citations: list[Citation] = Field(default_factory=list)
@@ -84,6 +153,8 @@ class QueryResponse(BaseModel):
     found: bool = True
     #: "extractive", "openai", "none" (nothing found); "extractive" also after an OpenAI failure.
     answered_by: str = "extractive"
+    #: The ranking behind the answer (`RankedSource`), only when the request asked for ``sources``.
+    sources: list[RankedSource] | None = None
 
 
 class ErrorBody(BaseModel):

@@ -30,7 +30,11 @@ Choices, and why:
 * **Lazy relevance.** Content-word overlap is computed only for the candidates the selection
   actually examines (at most ``max(20, 4 x limit)``), not for all ~80 fused hits.
 * **Honesty.** With nothing relevant, no answerer is called: the reply says the tenant's
-  documents do not cover it (``found=False``) and cites nothing.
+  documents do not cover it (``found=False``), cites nothing and names the closest topics it has.
+  Relevant is not enough: a passage must also hold the fact asked for (`extractive.answers`: half
+  the question's terms beyond those its title and headings share, and the number, date or
+  version when one is asked), so a near miss - right topic, fact absent - is refused the same way,
+  whichever answerer is configured.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -48,6 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from parley.errors import Unavailable
 from parley.logging import bound
 from parley.vectors import Hit, VectorIndex
+from retrieval import extractive
 from retrieval.answer import Answer, Answerer, TenantProfile, not_found_text
 from retrieval.cache import SingleFlight, TTLCache
 from retrieval.config import FusionConfig, RetrievalConfig
@@ -56,12 +61,16 @@ from retrieval.fusion import Fused, fuse
 from retrieval.products import Constraints, parse_constraints, product_factor, product_facts
 from retrieval.repository import TenantProfiles, document_names
 from retrieval.rewrite import Rewriter, RuleRewriter
-from retrieval.schemas import TIMING_STAGES, Citation, QueryRequest, QueryResponse
+from retrieval.schemas import (TIMING_STAGES, UNREADABLE_SCRIPT, Citation, QueryRequest, QueryResponse,
+                               RankedSource, question_problem)
 from retrieval.text import matcher_for, normalise_question, normalise_space, split_sentences, terms
 
 log = logging.getLogger("parley.retrieval")
 
 SNIPPET_CHARS = 280
+#: A question at least this share of whose word pieces the embedding model does not know, and for
+#: which nothing was found, gets `UNREADABLE_SCRIPT` (Cherokee measures 1.0, German 0.0).
+UNREADABLE_SHARE = 0.5
 
 
 @dataclass
@@ -110,17 +119,22 @@ class RetrievalService:
             question = normalise_space(question) or normalise_space(req.message)
             timings["rewrite"] = _ms(t)
 
-            version = await self._catch_up(tenant)
+            version = await self._catch_up(tenant, wait=req.fresh)
+            wordless = question_problem(question)
+            if wordless is not None:  # only emoji or symbols: nothing to search for, and it says so
+                timings["total"] = _ms(start)
+                return QueryResponse(answer=wordless, standalone_question=question, timings=timings, found=False,
+                                     answered_by="none")
             t = time.perf_counter()
             limit = req.max_citations or self.config.default_max_citations
-            key = (tenant.id, normalise_question(question), version, limit, _digest(tenant))
+            key = (tenant.id, normalise_question(question), version, limit, req.sources or 0, _digest(tenant))
             cached = self.cache.get(key)
             timings["cache"] = _ms(t)
             if cached is not None:
                 timings["total"] = _ms(start)
                 response = cached.model_copy(update={"cached": True, "timings": timings, "standalone_question": question})
             else:
-                computed, shared = await self._flight.run(key, lambda: self._answer(tenant, question, limit, timings, start))
+                computed, shared = await self._flight.run(key, lambda: self._answer(tenant, question, limit, timings, start, sources=req.sources or 0))
                 self.cache.set(key, computed)
                 response = computed.model_copy(update={"cached": shared, "standalone_question": question})
                 if shared:  # another request did the work: report this one's wait, not its stages
@@ -134,7 +148,10 @@ class RetrievalService:
             )
             return response
 
-    async def _answer(self, tenant: TenantProfile, question: str, limit: int, timings: dict[str, float], start: float) -> QueryResponse:
+    async def _answer(
+        self, tenant: TenantProfile, question: str, limit: int, timings: dict[str, float], start: float, *, sources: int = 0
+    ) -> QueryResponse:
+        """``sources``: also return the first that many ranked documents (`RankedSource`)."""
         q_terms = terms(question)
         constraints = parse_constraints(question)
         fused = await self._search_legs(tenant.id, question, timings, self.config.fusion)
@@ -142,21 +159,31 @@ class RetrievalService:
         ranked = rank(fused, constraints)
         chosen = pick(ranked, q_terms, self.config, limit, relevant_only=True)
         passages = build_context(chosen, self.config.context_token_budget)
+        # on the topic is not enough: keep the passages that hold the fact asked for (a near miss has none)
+        answering = [p.candidate for p in passages if extractive.answers(question, p, passages)]
+        nearest = extractive.nearest_topics(passages or ranked)
+        if len(answering) < len(passages):
+            passages = build_context(answering, self.config.context_token_budget)
         timings["fusion"] += _ms(t)
         if not passages:
             timings["total"] = _ms(start)
             return QueryResponse(
-                answer=not_found_text(tenant), citations=[], standalone_question=question, timings=timings,
+                answer=UNREADABLE_SCRIPT if self._unreadable(question) else extractive.with_topics(not_found_text(tenant), nearest),
+                citations=[], standalone_question=question, timings=timings,
                 found=False, answered_by="none",
+                sources=await self._ranked_sources(tenant.id, ranked, sources, ()) if sources else None,
             )
         t = time.perf_counter()
         answer = await self.answerer.answer(question=question, passages=passages, tenant=tenant)
+        if not answer.found:  # the chat model found no answer in them: the same refusal as the path above
+            answer = replace(answer, text=extractive.with_topics(not_found_text(tenant), nearest), cited=[])
         citations = await self._citations(tenant.id, answer, passages, q_terms)
         timings["generate"] = _ms(t)
         timings["total"] = _ms(start)
         return QueryResponse(
             answer=answer.text, citations=citations, standalone_question=question, timings=timings,
-            found=True, answered_by=answer.answered_by,
+            found=answer.found, answered_by=answer.answered_by,
+            sources=await self._ranked_sources(tenant.id, ranked, sources, citations) if sources else None,
         )
 
     async def search(
@@ -176,9 +203,10 @@ class RetrievalService:
 
     # --- pieces -------------------------------------------------------------------------------
 
-    async def _catch_up(self, tenant: TenantProfile) -> int:
+    async def _catch_up(self, tenant: TenantProfile, *, wait: bool = False) -> int:
         """The index version this answer may be cached under: the tenant's current one when the reader
-        is known to hold it, else the last one it is known to hold (and one catch-up is started)."""
+        is known to hold it, else the last one it is known to hold (and one catch-up is started).
+        ``wait`` (a request that must see the tenant's latest writes) waits for the catch-up."""
         known = self._versions.get(tenant.id)
         if known is not None and known >= tenant.index_version:
             return tenant.index_version
@@ -189,13 +217,19 @@ class RetrievalService:
         if task is None:  # one catch-up per tenant at a time, not one per query in flight
             task = asyncio.create_task(self._refresh(tenant.id, tenant.index_version), name=f"catch-up-{tenant.id}")
             self._catching_up[tenant.id] = task
-        if known is not None and self._follows_store:
+        if known is not None and self._follows_store and not wait:
             return known
         await asyncio.shield(task)
         if self._versions.get(tenant.id, -1) < tenant.index_version:  # that catch-up began at an older version
             await self._refresh(tenant.id, tenant.index_version)
         # a failed catch-up leaves the last version known to be held (the current one when none is)
         return self._versions.get(tenant.id, tenant.index_version)
+
+    def _unreadable(self, question: str) -> bool:
+        """Nothing found, and most of the question's word pieces are unknown to the embedding model
+        (a script it never saw): say that, instead of "not in the documents"."""
+        share = getattr(self.embedder, "unknown_share", None)
+        return share is not None and share(question) >= UNREADABLE_SHARE
 
     async def _refresh(self, tenant_id: str, version: int) -> None:
         """Apply what the tenant's writes committed up to now, then record ``version`` (read before) as held."""
@@ -272,6 +306,18 @@ class RetrievalService:
             )
         return out
 
+    async def _ranked_sources(
+        self, tenant_id: str, ranked: Sequence[Candidate], n: int, citations: Sequence[Citation]
+    ) -> list[RankedSource]:
+        """The first ``n`` distinct documents of the ranking, named (untitled documents by their file name)."""
+        out = ranked_sources(ranked, n, cited={c.document_id for c in citations})
+        untitled = [s.document_id for s in out if not s.title and s.kind == "document"]
+        if untitled:
+            names = await document_names(self.sessions, tenant_id, untitled)
+            for s in out:
+                s.title = s.title or names.get(s.document_id, s.document_id)
+        return out
+
     async def aclose(self) -> None:
         pending = list(self._catching_up.values())
         for task in pending:
@@ -288,7 +334,7 @@ def rank(fused: Sequence[Fused], constraints: Constraints) -> list[Candidate]:
     out = []
     for f in fused:
         facts = product_facts(f.hit.metadata) if f.hit.kind == "product" else None
-        score = f.score * (product_factor(constraints, facts, f"{f.hit.title} {f.hit.text}") if facts else 1.0)
+        score = f.score * (product_factor(constraints, facts, f"{f.hit.title} {f.hit.text}", title=f.hit.title) if facts else 1.0)
         out.append(Candidate(f, score, 0.0, False, facts))
     out.sort(key=lambda c: -c.score)  # stable: ties keep the fusion order
     return out
@@ -305,14 +351,37 @@ def pick(ranked: Sequence[Candidate], q_terms: list[str], config: RetrievalConfi
             if relevant_by_cosine(c.fused.cosine, config):
                 yield Candidate(c.fused, c.score, None, True, c.facts)
                 continue
-            cov = matcher.coverage(f"{h.title} {' '.join(h.heading_path)} {h.text}")
+            haystack = f"{h.title} {' '.join(h.heading_path)} {h.text}"
+            cov = matcher.coverage(haystack)
             ok = relevant(c.fused.cosine, cov, config)
+            if not ok and cov > 0:  # synonyms, for a sentence in a chunk about many things ("window" ~ "within 30 days")
+                cov = max(cov, extractive.term_coverage(tuple(q_terms), haystack))
+                ok = relevant(c.fused.cosine, cov, config)
             if ok or not relevant_only:
                 yield Candidate(c.fused, c.score, cov, ok, c.facts)
 
     return select(
         assessed(), limit, max_per_document=config.max_chunks_per_document, jaccard_threshold=config.near_duplicate_jaccard
     )
+
+
+def ranked_sources(ranked: Sequence[Candidate], n: int, *, cited: set[str] | frozenset[str] = frozenset()) -> list[RankedSource]:
+    """The first ``n`` distinct documents (or products) of ``ranked``, each at its best chunk."""
+    out: list[RankedSource] = []
+    seen: set[str] = set()
+    for c in ranked:
+        if len(out) >= n:
+            break
+        h, f = c.hit, c.fused
+        if h.document_id in seen:
+            continue
+        seen.add(h.document_id)
+        out.append(RankedSource(
+            rank=len(out) + 1, kind="product" if h.kind == "product" else "document", document_id=h.document_id,
+            title=h.title, chunk_id=h.id, score=c.score, vector_score=f.cosine, keyword_score=f.bm25,
+            vector_rank=f.vector_rank, keyword_rank=f.keyword_rank, cited=h.document_id in cited,
+        ))
+    return out
 
 
 def snippet(text: str, q_terms: list[str], title: str = "") -> str:

@@ -57,8 +57,11 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+@functools.lru_cache(maxsize=65536)
 def stem(word: str) -> str:
-    """A light suffix-stripper: shoes/shoe, shipping/ship, returned/return, policies/policy."""
+    """A light suffix-stripper: shoes/shoe, shipping/ship, returned/return, policies/policy.
+    Cached: a passage's words are mostly words already seen, and the answer path stems every word
+    of the passages it checks (`retrieval.extractive`)."""
     if len(word) <= 3 or word.isdigit():
         return word
     for suffix, repl, min_stem in (("ies", "y", 2), ("sses", "ss", 2), ("ing", "", 3), ("ed", "", 3), ("es", "", 3), ("s", "", 3)):

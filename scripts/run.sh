@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The README's run command: set up .venv and start the whole platform on its embedded defaults
-# (SQLite under ./var, local blobs, local index and model, offline answerer). RabbitMQ is the
-# one service the multi-process platform needs; it is started (or installed) when missing.
+# (SQLite under the checkout's var/, local blobs, local index and model, offline answerer). RabbitMQ
+# is the one service the multi-process platform needs; it is started (or installed) when missing.
+# Settings: the environment, then the checkout's .env (or the file PARLEY_ENV_FILE names), then
+# the defaults; `parley up` prints which, and where the data directory is, as its first line.
 # Extra arguments go to `parley up` (e.g. scripts/run.sh --single-process).
 set -euo pipefail
 cd "$(dirname "$0")/.."

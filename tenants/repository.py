@@ -56,6 +56,7 @@ class TenantDirectory:
 class ApiKeyRepository(TenantRepository[ApiKey]):
     model = ApiKey
     noun = "API key"
+    label = "name"
 
     async def list(self) -> list[ApiKey]:
         return list((await self.session.execute(self.select().order_by(ApiKey.created_at))).scalars())

@@ -174,10 +174,15 @@ async def test_up_starts_every_process_and_one_ctrl_c_stops_them_all(tmp_path: P
         assert "stopped." in up.log()
     finally:
         up.close()
-        cleaner = RabbitBroker(services.AMQP_URL, topology=Topology(prefix=prefix), connection_name=f"{prefix}cleanup")
-        await cleaner.start()
-        await cleaner.delete_topology()
-        await cleaner.close()
+        await delete_topology(prefix)
+
+
+async def delete_topology(prefix: str) -> None:
+    """Remove the queues and exchanges a test's `parley up` declared under its prefix."""
+    cleaner = RabbitBroker(services.AMQP_URL, topology=Topology(prefix=prefix), connection_name=f"{prefix}cleanup")
+    await cleaner.start()
+    await cleaner.delete_topology()
+    await cleaner.close()
 
 
 def test_up_refuses_to_start_without_rabbitmq_and_says_how_to_get_one(tmp_path: Path) -> None:
@@ -236,3 +241,44 @@ async def test_single_process_answers_about_an_uploaded_document(tmp_path: Path,
     # When the operator presses Ctrl-C, it stops cleanly
     assert await up.interrupt() == 0, up.log()[-4000:]
     assert "stopped." in up.log()
+
+
+@pytest.mark.rabbitmq
+@needs_model
+async def test_ingest_reaches_the_single_process_platform_even_with_rabbitmq_up(tmp_path: Path, ups: list[Up]) -> None:
+    # Given a tenant, and `parley up --single-process` running while RabbitMQ is reachable (which it never reads)
+    for args in (("migrate",), ("tenants", "create", "acme")):
+        assert (await asyncio.to_thread(parley, tmp_path, *args)).returncode == 0
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "returns.md").write_bytes(RETURNS)
+    [port] = free_ports(1)
+    prefix = {"PARLEY_AMQP_PREFIX": f"sp{uuid.uuid4().hex[:8]}."}  # if anything did publish, to a topology of our own
+    up = Up(tmp_path, {"PARLEY_GATEWAY_PORT": str(port), **prefix}, "--single-process")
+    ups.append(up)
+    marker = tmp_path / "var" / "run" / "platform.json"
+    await up.wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/healthz") and marker.exists(), "the platform's marker")
+    # Then the marker says which platform runs here
+    recorded = json.loads(marker.read_text())
+    assert (recorded["mode"], recorded["pid"], recorded["gateway_url"]) == ("single-process", up.proc.pid, f"http://127.0.0.1:{port}")
+    # And a second `parley up` on the same data directory is refused, saying which one runs
+    second = await asyncio.to_thread(parley, tmp_path, "up", "--single-process", env={"PARLEY_GATEWAY_PORT": str(port)})
+    assert second.returncode == 1 and "already running" in second.stderr and str(up.proc.pid) in second.stderr
+    # When the admin ingests a file from another terminal
+    done = await asyncio.to_thread(parley, tmp_path, "ingest", str(tmp_path / "docs"), "--tenant", "acme",
+                                   "--timeout", "90", env=prefix)
+    # Then the work went where it is done (the platform's outbox), and the job ends done, not stuck at 0/1
+    assert done.returncode == 0, done.stdout + done.stderr + up.log()[-3000:]
+    assert "takes it from the outbox" in done.stdout and "1 of 1" in done.stdout, done.stdout
+    # And `parley ask` answers from it without looking for a retrieval service that mode does not run
+    asked = await asyncio.to_thread(parley, tmp_path, "ask", "How many days do I have to return an item?",
+                                    "--tenant", "acme", env=prefix)
+    assert asked.returncode == 0 and "30 days" in asked.stdout, asked.stdout + asked.stderr
+    assert "not reachable" not in asked.stderr
+    # When the operator presses Ctrl-C, the marker goes with the platform; then, with no RabbitMQ
+    # either, an ingest that would wait for nothing says what to do instead
+    assert await up.interrupt() == 0, up.log()[-4000:]
+    assert not marker.exists()
+    refused = await asyncio.to_thread(parley, tmp_path, "ingest", str(tmp_path / "docs"), "--tenant", "acme",
+                                      env={**prefix, "PARLEY_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/"})
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "parley up" in refused.stderr and "--no-wait" in refused.stderr

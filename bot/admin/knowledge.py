@@ -43,11 +43,12 @@ async def knowledge_events(request: web.Request) -> web.Response:
     async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
         events = await KnowledgeEventRepository(session, tenant_id).list(limit=limit,
                                                                           document_id=request.query.get("document"))
-        documents = await _documents(session, tenant_id, events)
-    return web.json_response({"events": [_event(e, documents) for e in events]})
+        documents = await event_documents(session, tenant_id, events)
+    return web.json_response({"events": [event_with_documents(e, documents) for e in events]})
 
 
-async def _documents(session: Any, tenant_id: str, events: list[KnowledgeEvent]) -> dict[str, Document]:
+async def event_documents(session: Any, tenant_id: str, events: list[KnowledgeEvent]) -> dict[str, Document]:
+    """The documents these events are about, by id (for `event_with_documents`)."""
     ids = {i for e in events for i in (e.document_id, e.replaced_document_id) if i}
     if not ids:
         return {}
@@ -55,7 +56,7 @@ async def _documents(session: Any, tenant_id: str, events: list[KnowledgeEvent])
     return {d.id: d for d in (await session.execute(repo.select().where(Document.id.in_(ids)))).scalars()}
 
 
-def _event(event: KnowledgeEvent, documents: dict[str, Document]) -> dict[str, Any]:
+def event_with_documents(event: KnowledgeEvent, documents: dict[str, Document]) -> dict[str, Any]:
     out = event_json(event)
     for key, id_ in (("document", event.document_id), ("replaced_document", event.replaced_document_id)):
         doc = documents.get(id_ or "")

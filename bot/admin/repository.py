@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.conversation.repository import ANSWERED, FAILED, InboundRepository
 from bot.models import InboundMessage, WebhookEvent
 from parley.bus.contracts import CATALOG_SYNC_JOB_KIND as CATALOG_JOB_KIND
-from parley.bus.dead_letters import list_dead_letters
+from parley.bus.dead_letters import ReplayCheck, list_dead_letters
 from parley.bus.models import DeadLetter
 from parley.db import utcnow
 from knowledge.repository import DocumentRepository, JobRepository
@@ -64,13 +64,16 @@ class DeadLetterRepository(_Scoped):
         return int((await self.session.execute(stmt)).scalar_one())
 
 
-def dead_letter_json(row: DeadLetter, names: dict[str, str] | None = None) -> dict[str, Any]:
+def dead_letter_json(row: DeadLetter, names: dict[str, str] | None = None, verdict: ReplayCheck | None = None) -> dict[str, Any]:
+    """A dead letter for the dashboard; with ``verdict`` (`parley.bus.dead_letters.check_replays`),
+    whether it may be replayed (``replayable``) and why not or what the replay does (``replay_note``)."""
     payload = _payload(row)
     document_id = payload.get("document_id")
     return {"id": row.id, "queue": row.queue, "type": row.message_type, "error_code": row.error_code, "reason": row.reason,
             "attempts": len(row.attempts or []), "status": row.status, "dead_lettered_at": _iso(row.dead_lettered_at),
             "replayed_at": _iso(row.replayed_at), "document_id": document_id,
-            "subject": (names or {}).get(document_id or "") or _subject(payload)}
+            "subject": (names or {}).get(document_id or "") or _subject(payload),
+            "replayable": bool(verdict and verdict.allowed), "replay_note": verdict.why if verdict else ""}
 
 
 async def document_names(session: AsyncSession, tenant_id: str, rows: Sequence[DeadLetter]) -> dict[str, str]:

@@ -7,15 +7,20 @@
     GET  /admin/static/...                    its script and style sheet (no build step)
 
     GET  /admin/api/session                   tenant, key prefix and the CSRF token for the page's POSTs
-    GET  /admin/api/documents                 with counts by status     GET /admin/api/documents/{id}
-    POST /admin/api/documents                 upload (the web chat's handler)
-    GET  /admin/api/jobs                      with done/failed/total and the report   GET /admin/api/jobs/{id}
+    GET  /admin/documents/{id}                a document's page (the same shell)
+    GET  /admin/api/documents[?q=&status=&limit=&offset=]   a page of them, the total and the counts by status;
+         /admin/api/documents/{id}/page, DELETE /admin/api/documents/{id}, POST .../{id}/versions, .../{id}/retry
+                                              (`bot.admin.documents`)     GET /admin/api/documents/{id}
+    POST /admin/api/documents                 upload (the web chat's handler; optional "password" field)
+    GET  /admin/api/jobs                      with done/failed/total, the report and its breakdown   GET /admin/api/jobs/{id}
     GET  /admin/api/dead-letters[?all=1]      POST /admin/api/dead-letters/{id}/replay (through parley.bus.replay)
     GET  /admin/api/channels                  installations and their health
     GET  /admin/api/conversations             recent messages with answer latency   GET /admin/api/conversations/{id}
     POST /admin/api/chat                      ask (the web chat's handler)
     GET  /admin/api/knowledge-events, POST /admin/api/documents/{id}/restore, GET/POST /admin/api/uploaders,
     POST /admin/api/uploaders/remove          the knowledge history and who may upload (`bot.admin.knowledge`)
+    GET/POST /admin/api/widgets, POST /admin/api/widgets/{id}/{origins,revoke}
+                                              the embeddable web chat widgets (`bot.admin.widgets`)
 
 The dashboard is per tenant: whoever signs in with a tenant's API key sees that tenant only, every
 read going through a tenant-scoped repository (another tenant's id is a 404). Platform-wide views
@@ -31,7 +36,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.admin import knowledge
+from bot.admin import documents, knowledge, widgets
 from bot.admin import session as auth
 from bot.admin.repository import (
     ChannelHealthReader, DeadLetterRepository, dead_letter_json, document_names, latency_summary,
@@ -40,10 +45,12 @@ from bot.channels.web import routes as webchat
 from bot.context import GATEWAY
 from bot.conversation.repository import InboundRepository
 from bot.http import SECURITY_HEADERS, TENANT
+from knowledge.retry import REPLAY_RULES
 from parley.bus import replay
+from parley.bus.dead_letters import check_replays
 from parley.db import unit_of_work
-from knowledge.repository import DocumentRepository, JobRepository
-from knowledge.service import job_report
+from knowledge.repository import JobRepository
+from knowledge.service import job_breakdown, report_text
 from parley.errors import AlreadyExists, InvalidInput, Unavailable
 from tenants.repository import ApiKeyRepository, TenantDirectory, authenticate_api_key
 
@@ -136,19 +143,17 @@ async def session_info(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-async def documents(request: web.Request) -> web.Response:
-    gw, tenant_id = request.app[GATEWAY], request[TENANT]
-    async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
-        repo = DocumentRepository(session, tenant_id)
-        rows = await repo.list(limit=_limit(request))
-        return web.json_response({"documents": [webchat.document_json(d) for d in rows], "counts": await repo.counts_by_status()})
-
-
 async def jobs(request: web.Request) -> web.Response:
+    """Each job with its one-line report and its breakdown (success first, failures grouped by reason,
+    each with its files: `knowledge.service.job_breakdown`)."""
     gw, tenant_id = request.app[GATEWAY], request[TENANT]
     async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
         rows = await JobRepository(session, tenant_id).list(limit=_limit(request, 50))
-        return web.json_response({"jobs": [{**webchat.job_json(j), "report": await job_report(session, j)} for j in rows]})
+        out = []
+        for j in rows:
+            breakdown = await job_breakdown(session, j)
+            out.append({**webchat.job_json(j), "report": report_text(breakdown), "breakdown": breakdown})
+        return web.json_response({"jobs": out})
 
 
 async def dead_letters(request: web.Request) -> web.Response:
@@ -157,11 +162,13 @@ async def dead_letters(request: web.Request) -> web.Response:
         rows = await DeadLetterRepository(session, tenant_id).list(include_replayed=request.query.get("all") == "1",
                                                                    limit=_limit(request))
         names = await document_names(session, tenant_id, rows)
-        return web.json_response({"dead_letters": [dead_letter_json(r, names) for r in rows]})
+        verdicts = await check_replays(session, rows, rules=REPLAY_RULES)  # the Replay button only where it can help
+        return web.json_response({"dead_letters": [dead_letter_json(r, names, verdicts.get(r.id)) for r in rows]})
 
 
 async def replay_dead_letter(request: web.Request) -> web.Response:
-    """Replay one of the tenant's dead letters through the bus's own replay (the CLI's `dlq replay`)."""
+    """Replay one of the tenant's dead letters through the bus's own replay (the CLI's `dlq replay`),
+    under the same rule: a failure for good only once something changed (409 saying what to do)."""
     gw, tenant_id = request.app[GATEWAY], request[TENANT]
     try:
         id_ = int(request.match_info["id"])
@@ -174,7 +181,7 @@ async def replay_dead_letter(request: web.Request) -> web.Response:
         raise AlreadyExists(f"dead letter {id_} was already replayed")
     if not gw.broker.is_connected:
         raise Unavailable("the message broker is not connected; try again in a moment")
-    rows = await replay(gw.sessions, gw.broker, queue=queue, ids=[id_])
+    rows = await replay(gw.sessions, gw.broker, queue=queue, ids=[id_], rules=REPLAY_RULES)
     if not rows:  # replayed by someone else in the meantime
         raise AlreadyExists(f"dead letter {id_} was already replayed")
     return web.json_response({"replayed": [dead_letter_json(r) for r in rows],
@@ -220,9 +227,10 @@ def setup_admin_routes(app: web.Application) -> None:
     app.router.add_static("/admin/static", STATIC, append_version=False)
     for name in PAGES:
         app.router.add_get(f"/admin/{name}", guard(page, page=True))
+    app.router.add_get("/admin/documents/{id}", guard(page, page=True))  # a document's page (same shell)
     api: list[tuple[str, str, Any]] = [
         ("GET", "session", session_info),
-        ("GET", "documents", documents),
+        *documents.API,  # the list (search, filter, pages), a document's page, delete, versions, retry (bot.admin.documents)
         ("POST", "documents", webchat.upload),
         ("GET", "documents/{id}", webchat.get_document),
         ("GET", "jobs", jobs),
@@ -234,6 +242,7 @@ def setup_admin_routes(app: web.Application) -> None:
         ("GET", "conversations/{id}", webchat.get_conversation),
         ("POST", "chat", webchat.chat),
         *knowledge.API,  # the knowledge history, restore, and who may upload (bot.admin.knowledge)
+        *widgets.API,  # the web chat widgets and their snippets (bot.admin.widgets)
     ]
     for method, path, handler in api:
         app.router.add_route(method, f"/admin/api/{path}", guard(handler))

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 
-from bot.conversation.repository import RECEIVED
+from bot.conversation.repository import RECEIVED, WAITING
 from bot.conversation.service import ConversationService, Outcome
 
 log = logging.getLogger("parley.gateway.dispatcher")
@@ -132,7 +132,21 @@ class AnswerDispatcher:
         self.finished[message_id] = outcome
         if len(self.finished) > 10_000:
             self.finished.pop(next(iter(self.finished)))
+        if outcome.status == WAITING:  # its files may have been read before it was recorded waiting
+            await self.release_ready(tenant_id)
         return outcome
+
+    async def release_ready(self, tenant_id: str | None = None) -> int:
+        """Answer the waiting questions (of the tenant, or of all) whose files are read (see
+        `ConversationService.release_ready`). Never raises: the sweeps try again."""
+        try:
+            woken = await self.service.release_ready(tenant_id)
+        except Exception:
+            log.exception("could not check the questions waiting for their files; the next sweep does")
+            return 0
+        for row in woken:  # turned back into received: the recovery takes any the backlog refuses now
+            self.submit(row.tenant_id, row.message_id)
+        return len(woken)
 
     async def _bounded(self, tenant_id: str, message_id: str, status: str, attempts: int | None) -> Outcome:
         semaphore = self._tenants.setdefault(tenant_id, asyncio.Semaphore(self.per_tenant))
@@ -145,6 +159,7 @@ class AnswerDispatcher:
 
     # --- recovery -------------------------------------------------------------------------
     async def recover(self, *, at_start: bool) -> int:
+        await self.release_ready()  # questions whose files were read while nobody listened (a restart)
         found = await self.service.recoverable(at_start=at_start)
         taken = 0
         for row in found:

@@ -6,6 +6,10 @@ ran out), so however many tasks, sweeps or processes race for it, exactly one wi
 attempts number is its token: the final UPDATE only lands if the message is still held by it.
 The claim time is kept in ``context["claimed_at"]`` (no column for it in migration 0001; a
 ``claimed_at`` column would let the lease be filtered in SQL - see the gateway report).
+
+A question sent with files waits in its own row (``waiting``, the files in ``context["awaits"]``),
+so it needs no table of its own and outlives a restart; `wake` puts it back to ``received``
+(compare-and-set) once `awaited_files` says they are read.
 """
 
 from __future__ import annotations
@@ -21,10 +25,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.conversation.schemas import IncomingMessage
 from bot.models import ConversationTurn, InboundMessage
+from knowledge.models import Document, DocumentStatus
+from knowledge.repository import DocumentRepository
 from parley.db import bind_admin, new_id, unit_of_work, utcnow
 from parley.repository import TenantRepository
 
 RECEIVED, ANSWERING, ANSWERED, FAILED, IGNORED, EXPIRED = "received", "answering", "answered", "failed", "ignored", "expired"
+#: A question sent with files, its files taken and being indexed: ``context["awaits"]`` names them
+#: (``[{"id": document id, "name": filename}]``); `release_ready` turns it back into ``received``.
+WAITING = "waiting"
+#: Document statuses after which a waiting question is answered.
+SETTLED = frozenset({DocumentStatus.indexed, DocumentStatus.failed, DocumentStatus.deleted})
 
 
 class InboundRepository(TenantRepository[InboundMessage]):
@@ -239,3 +250,52 @@ async def recoverable(
                 continue
         out.append(Recoverable(row.id, row.tenant_id, row.status, row.attempts))
     return out
+
+
+# --- questions waiting for their files ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AwaitedFile:
+    """A file a waiting question was sent with, as its document stands now."""
+
+    document_id: str
+    name: str
+    status: str  # a DocumentStatus value, or "missing"
+    error: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.status == "missing" or DocumentStatus(self.status) in SETTLED
+
+
+async def awaited_files(session: AsyncSession, tenant_id: str, awaits: list[dict[str, Any]]) -> list[AwaitedFile]:
+    """The documents ``awaits`` names (``context["awaits"]`` of a waiting message), in its order."""
+    ids = [str(a.get("id")) for a in awaits if a.get("id")]
+    stmt = DocumentRepository(session, tenant_id).select(Document.id, Document.status, Document.error).where(Document.id.in_(ids))
+    found = {row.id: row for row in (await session.execute(stmt)).all()} if ids else {}
+    out = []
+    for a in awaits:
+        row = found.get(str(a.get("id")))
+        out.append(AwaitedFile(str(a.get("id")), str(a.get("name") or "file"), row.status.value if row else "missing",
+                               row.error if row else None))
+    return out
+
+
+async def waiting(session: AsyncSession, *, tenant_id: str | None, limit: int = 500) -> list[tuple[str, str, dict[str, Any], dt.datetime]]:
+    """(id, tenant id, context, received_at) of waiting messages, oldest first: of one tenant, or
+    of every tenant (``tenant_id`` None: the session must be an admin one)."""
+    stmt = (select(InboundMessage.id, InboundMessage.tenant_id, InboundMessage.context, InboundMessage.received_at)
+            .where(InboundMessage.status == WAITING).order_by(InboundMessage.received_at).limit(limit))
+    if tenant_id is not None:
+        stmt = stmt.where(InboundMessage.tenant_id == tenant_id)
+    return [(r.id, r.tenant_id, dict(r.context or {}), r.received_at) for r in (await session.execute(stmt)).all()]
+
+
+async def wake(session: AsyncSession, message_id: str) -> bool:
+    """``waiting -> received`` (a compare-and-set: of the sweeps and notices racing for it, one wins)."""
+    result = await session.execute(
+        update(InboundMessage).where(InboundMessage.id == message_id, InboundMessage.status == WAITING)
+        .values(status=RECEIVED).execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1

@@ -10,7 +10,15 @@
 Vendor and retrieval failures that may pass (429 with Retry-After, 5xx, timeouts, connection
 errors) are retried with backoff (`RetryPolicy`); whatever still fails ends ``failed`` with the
 reason on the row, and the customer gets an apology with an error id instead of silence.
-Statuses: received -> answering -> answered | failed | expired | ignored.
+Statuses: received -> answering -> answered | failed | expired | ignored | waiting.
+
+A question sent with files ("Reading warranty.pdf… I'll answer your question here as soon as I
+have read it") ends its first claim ``waiting``, with the files it waits for in its context. When
+they are read - the notifications consumer hears the worker's notice and calls
+`AnswerDispatcher.release_ready`; the recovery sweeps and the start check too - it goes back to
+``received`` and is answered like any question, asking retrieval for ``fresh`` results (the
+index holds the new file), with a line first if a file could not be read. An empty, huge or
+wordless message (`retrieval.schemas.question_problem`) gets its polite reply without a lookup.
 """
 
 from __future__ import annotations
@@ -20,13 +28,13 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.conversation import repository as repo
-from bot.conversation.repository import ANSWERED, EXPIRED, FAILED, IGNORED, RECEIVED, Recoverable
+from bot.conversation.repository import ANSWERED, EXPIRED, FAILED, RECEIVED, WAITING, Recoverable
 from bot.conversation.priority import AckPriority
 from bot.conversation.retry import RetryPolicy, retrying
 from bot.conversation.schemas import Attachment, Channel, Reply, Standing
@@ -35,14 +43,19 @@ from bot.metrics import GatewayMetrics
 from bot.models import ConversationTurn, InboundMessage
 from knowledge.audit import Actor
 from knowledge.service import refuse_upload
+from knowledge.models import DocumentStatus
 from parley.db import unit_of_work, utcnow
+from parley.english import plural
 from parley.errors import ParleyError, TooLarge
 from parley.logging import bound
 from retrieval.client import RetrievalClient
-from retrieval.schemas import MAX_MESSAGE_CHARS, MAX_TURNS, QueryRequest, Turn
+from retrieval.schemas import MAX_MESSAGE_CHARS, MAX_TURNS, QueryRequest, Turn, question_problem
 from tenants import uploaders
 
 log = logging.getLogger("parley.gateway.conversation")
+
+#: Statuses of a known document that a question sent with it still waits for.
+UNSETTLED = frozenset({DocumentStatus.queued.value, DocumentStatus.processing.value})
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,8 @@ class AnswerPolicy:
     history_turns: int = 10
     recovery_window: dt.timedelta = dt.timedelta(minutes=30)
     recovery_grace: dt.timedelta = dt.timedelta(seconds=30)
+    #: A question sent with files is answered at the latest this long after it came, read or not.
+    file_wait: dt.timedelta = dt.timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,7 @@ class _Held:
     attachments: list[Attachment]
     sender_id: str
     token: int
+    context: dict[str, Any] = field(default_factory=dict)
     turns: list[ConversationTurn] = field(default_factory=list)
 
     @classmethod
@@ -89,8 +105,18 @@ class _Held:
             id=row.id, tenant_id=row.tenant_id, channel=row.channel, conversation_id=row.conversation_id, text=row.text or "",
             route=dict(ctx.get("route") or {}), sent_at=dt.datetime.fromisoformat(sent) if sent else None,
             received_at=row.received_at, attachments=[Attachment.from_json(a) for a in ctx.get("attachments") or []],
-            sender_id=row.sender_id or "", token=token,
+            sender_id=row.sender_id or "", token=token, context=dict(ctx),
         )
+
+    @property
+    def files_taken(self) -> bool:
+        """Its files were taken already (it waited for them): what is left is its question."""
+        return bool(self.context.get("files_taken"))
+
+    @property
+    def question(self) -> bool:
+        """It carries text that can be looked up (alone, or sent with files)."""
+        return question_problem(self.text) is None
 
 
 class ConversationService:
@@ -146,7 +172,7 @@ class ConversationService:
             if claimed is None:
                 return Outcome(message_id, "skipped")
             held = _Held.of(claimed[1], claimed[0])
-            if not held.attachments and held.text.strip():  # the history the answer needs, in the same transaction
+            if held.question:  # the history the answer needs, in the same transaction
                 held.turns.extend(await repo.recent_turns(session, tenant_id, held.conversation_id, self.policy.history_turns))
         with bound(tenant_id=tenant_id, message_id=message_id, channel=held.channel, correlation_id=message_id):
             try:
@@ -162,7 +188,8 @@ class ConversationService:
                 log.exception("answering failed", extra={"error_id": error_id})
                 outcome = await self._finish_failed(held, f"unexpected error {type(exc).__name__} (error id {error_id})")
             self.metrics.answers.labels(held.channel, outcome.status).inc()
-            if outcome.status == ANSWERED and outcome.answer_ms is not None:
+            # a question that waited for its files measures the indexing too: not an answer latency
+            if outcome.status == ANSWERED and outcome.answer_ms is not None and not held.files_taken:
                 self.metrics.answer_seconds.labels(held.channel).observe(outcome.answer_ms / 1000)
             log.info("message %s", outcome.status, extra={"answer_ms": outcome.answer_ms, "error": outcome.error})
             return outcome
@@ -174,18 +201,31 @@ class ConversationService:
         window = channel.reply_window
         if window is not None and held.sent_at is not None and utcnow() - held.sent_at > window:
             return await self._finish(held, EXPIRED, error=f"the {window} reply window had passed")
-        if held.attachments:
+        if held.attachments and not held.files_taken:
             return await self._ingest(held, channel)
-        if not held.text.strip():
-            return await self._finish(held, IGNORED)
+        problem = question_problem(held.text)
+        if problem is not None:  # empty, huge or wordless: say so, politely, without asking retrieval
+            return await self._reply(held, channel, Reply(problem))
         return await self._answer(held, channel)
+
+    async def _reply(self, held: _Held, channel: Channel, reply: Reply) -> Outcome:
+        problem = await self._deliver(held, channel, reply)
+        if problem is not None:
+            return await self._finish_failed(held, problem, reply=reply)
+        return await self._finish(held, ANSWERED, reply=reply)
 
     async def _answer(self, held: _Held, channel: Channel) -> Outcome:
         turns = held.turns
+        preface = ""
+        if held.files_taken:  # it waited for its files: what became of them, in one line before the answer
+            async with unit_of_work(self.sessions, tenant_id=held.tenant_id) as session:
+                files = await repo.awaited_files(session, held.tenant_id, list(held.context.get("awaits") or []))
+            preface = _files_preface(files)
         request = QueryRequest(
-            tenant_id=held.tenant_id, conversation_id=held.conversation_id[:256], message=held.text[:MAX_MESSAGE_CHARS],
+            tenant_id=held.tenant_id, conversation_id=held.conversation_id[:256], message=held.text.strip(),
             turns=[Turn(role="user" if t.role == "user" else "assistant", text=t.text[: MAX_MESSAGE_CHARS * 4])
                    for t in turns[-MAX_TURNS:]],
+            fresh=held.files_taken,  # answered from the files it waited for, not from an index that lags them
         )
         await self._yield_to_webhooks()
         try:
@@ -196,19 +236,29 @@ class ConversationService:
             await self._try_send(held, channel, Reply(
                 f"Sorry, I can't answer right now. Please try again in a few minutes. (error id {error_id})"))
             return await self._finish_failed(held, f"retrieval failed: {exc.code}: {exc.message} (error id {error_id})")
-        reply = Reply(text=response.answer, citations=[c.model_dump(exclude_none=True) for c in response.citations])
+        reply = Reply(text=preface + response.answer, citations=[c.model_dump(exclude_none=True) for c in response.citations])
         delivered = await self._deliver(held, channel, reply)
         if delivered is not None:
             return await self._finish_failed(held, delivered, reply=reply)
         return await self._finish(held, ANSWERED, reply=reply, turns=True)
 
     async def _ingest(self, held: _Held, channel: Channel) -> Outcome:
+        """Take the files. A question sent with them waits (``waiting``) until they are read - the
+        notice of their outcome wakes it (`release_ready`) - and is answered at once when there is
+        nothing to wait for (the files were refused, could not be taken, or are known and read)."""
         actor, refusal = await self._uploader(held, channel)
-        reply = Reply(refusal if actor is None else await self._take_files(held, channel, actor))
-        problem = await self._deliver(held, channel, reply)
-        if problem is not None:
-            return await self._finish_failed(held, problem, reply=reply)
-        return await self._finish(held, ANSWERED, reply=reply)
+        text, awaits = (refusal, []) if actor is None else await self._take_files(held, channel, actor, question=held.question)
+        reply = Reply(text)
+        if text:
+            problem = await self._deliver(held, channel, reply)
+            if problem is not None:
+                return await self._finish_failed(held, problem, reply=reply)
+        if not held.question:
+            return await self._finish(held, ANSWERED, reply=reply)
+        if not awaits:  # nothing to wait for: the question is answered from what the tenant has
+            return await self._answer(replace(held, context={**held.context, "files_taken": True, "awaits": []}), channel)
+        context = {**held.context, "files_taken": True, "awaits": awaits}
+        return await self._finish(held, WAITING, reply=reply, context=context)
 
     async def _uploader(self, held: _Held, channel: Channel) -> tuple[Actor | None, str]:
         """The sender as an uploader with their rights, or (None, a polite refusal). The tenant's
@@ -242,7 +292,10 @@ class ConversationService:
         return None, (f"I can answer questions here, but documents are added by the team that runs me, so I haven't "
                       f"kept {kept}. If you are on that team, ask an admin to add you as an uploader.")
 
-    async def _take_files(self, held: _Held, channel: Channel, actor: Actor) -> str:
+    async def _take_files(self, held: _Held, channel: Channel, actor: Actor, *,
+                          question: bool) -> tuple[str, list[dict[str, str]]]:
+        """Fetch, store and submit the files: the reply about them, and the files a question sent
+        with them must wait for (``question``: the reply says it will be answered once they are read)."""
         limit = await self.intake.limit_for(held.tenant_id)
         stored: list[StoredFile] = []
         problems: list[str] = []
@@ -259,10 +312,11 @@ class ConversationService:
                 self.metrics.uploads.labels(held.channel, "error").inc()
                 problems.append(f"could not take {attachment.name}: unexpected error {type(exc).__name__} (error id {error_id})")
         lines = []
+        awaits: list[dict[str, str]] = []
         if stored:
             notify = {"channel": held.channel, **held.route}
             submission = await self.intake.submit(held.tenant_id, source=held.channel, files=stored, notify=notify,
-                                                  description=f"{len(stored)} files sent in a {held.channel} DM",
+                                                  description=f"{plural(len(stored), 'file')} sent in a {held.channel} DM",
                                                   actor=actor)
             new = [f.name for f in submission.files if f.created]
             known = [f for f in submission.files if not f.created and not f.refused]
@@ -270,11 +324,17 @@ class ConversationService:
                 if f.refused:
                     self.metrics.uploads.labels(held.channel, "refused").inc()
                     problems.append(f"I haven't replaced {f.name}: {f.refused}.")
-            if new:
+            # what a question sent with them waits for: the new files, and known ones still being read
+            awaits = [{"id": f.document_id, "name": f.name} for f in submission.files
+                      if not f.refused and (f.created or f.status in UNSETTLED)]
+            if new and question:
+                lines.append(f"Reading {', '.join(new)}… I'll answer your question here as soon as I have read "
+                             f"{'it' if len(new) == 1 else 'them'}.")
+            elif new:
                 lines.append(f"received {', '.join(new)}, indexing. I'll tell you here when {'it is' if len(new) == 1 else 'they are'} ready.")
             for f in known:
                 lines.append(f"I already have {f.name} ({f.status}).")
-        return "\n".join(lines + problems)
+        return "\n".join(lines + problems), awaits
 
     async def _fetch(self, held: _Held, channel: Channel, attachment: Attachment, limit: int) -> StoredFile:
         stub = bool(attachment.ref.get("stub"))
@@ -316,13 +376,15 @@ class ConversationService:
 
     # --- recording --------------------------------------------------------------------------
     async def _finish(self, held: _Held, status: str, *, reply: Reply | None = None, error: str | None = None,
-                      turns: bool = False) -> Outcome:
+                      turns: bool = False, context: dict[str, Any] | None = None) -> Outcome:
         now = utcnow()
         answer_ms = round((now - held.received_at).total_seconds() * 1000, 1)
         await self._yield_to_webhooks()
         values: dict[str, Any] = {}
         if held.id in self._acks:
             values["ack_ms"] = self._acks.pop(held.id)
+        if context is not None:
+            values["context"] = context
         async with unit_of_work(self.sessions, tenant_id=held.tenant_id) as session:
             landed = await repo.finish(
                 session, held.id, held.token, status=status, reply=reply.text if reply else None,
@@ -354,6 +416,23 @@ class ConversationService:
         except Exception:
             log.warning("could not release the claim; the recovery at the next start takes it", exc_info=True)
 
+    # --- questions waiting for their files ----------------------------------------------------
+    async def release_ready(self, tenant_id: str | None = None) -> list[Recoverable]:
+        """Waiting questions whose files are all read (indexed, failed or deleted), or that waited
+        `AnswerPolicy.file_wait`: each turned back into ``received`` (a compare-and-set) and
+        returned for answering. Of one tenant (a notice of theirs came), or of all (the sweeps).
+        Stored in the message's row, so a question outlives a restart of the gateway."""
+        async with unit_of_work(self.sessions, admin=True) as session:
+            rows = await repo.waiting(session, tenant_id=tenant_id)
+        woken: list[Recoverable] = []
+        overdue = utcnow() - self.policy.file_wait
+        for message_id, owner, context, received_at in rows:
+            async with unit_of_work(self.sessions, tenant_id=owner) as session:
+                files = await repo.awaited_files(session, owner, list(context.get("awaits") or []))
+                if (received_at <= overdue or all(f.settled for f in files)) and await repo.wake(session, message_id):
+                    woken.append(Recoverable(message_id, owner, RECEIVED, 0))
+        return woken
+
     # --- recovery ---------------------------------------------------------------------------
     async def recoverable(self, *, at_start: bool) -> list[Recoverable]:
         """Messages a dead process left unanswered, younger than the recovery window: ``received``
@@ -365,6 +444,19 @@ class ConversationService:
                 lease=dt.timedelta(seconds=self.policy.deadline + 30),
                 received_grace=dt.timedelta(0) if at_start else self.policy.recovery_grace,
             )
+
+
+def _files_preface(files: list[repo.AwaitedFile]) -> str:
+    """The line before the answer to a question that waited for its files, when not all were read
+    (why it failed was in the notice; this says the answer is from what the tenant had)."""
+    failed = [f.name for f in files if f.status in ("failed", "missing", "deleted")]
+    unread = [f.name for f in files if not f.settled]
+    lines = []
+    if failed:
+        lines.append(f"I couldn't read {', '.join(failed)}, so this answer is from what I had before.")
+    if unread:
+        lines.append(f"I'm still reading {', '.join(unread)}, so this answer is from what I have so far.")
+    return " ".join(lines) + "\n\n" if lines else ""
 
 
 def _mb(n: int) -> str:

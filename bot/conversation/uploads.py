@@ -105,11 +105,13 @@ class UploadIntake:
         return blob
 
     async def submit(self, tenant_id: str, *, source: str, files: list[StoredFile], notify: dict[str, Any] | None,
-                     description: str, actor: Actor) -> Submission:
+                     description: str, actor: Actor, sealed_password: str | None = None,
+                     version_of: str | None = None) -> Submission:
         """One document per file, one job when there are several; published after the commit.
 
         ``actor`` sent them (with the rights the tenant's uploader policy gave them). A file that
-        is not taken (refused, or the whole submission failed) leaves no blob behind."""
+        is not taken (refused, or the whole submission failed) leaves no blob behind.
+        ``sealed_password`` and ``version_of``: see `knowledge.service.submit_upload`."""
         if not files:
             raise InvalidInput("no file to submit")
         try:
@@ -123,6 +125,7 @@ class UploadIntake:
                 for f in files:
                     submitted = await submit_upload(session, tenant_id=tenant_id, source=source, filename=f.name,
                                                     declared_mime=f.mime_type, blob=f.blob, job_id=job_id, actor=actor,
+                                                    sealed_password=sealed_password, version_of=version_of,
                                                     # items of a job speak through the job's report
                                                     notify=notify if job_id is None else None)
                     out.append(SubmittedFile(submitted.document.id, f.name, submitted.document.status.value,

@@ -53,6 +53,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from parley import formats
 from parley.blobs import BlobStore, StoredBlob
 from parley.bus import Permanent
+from parley.english import plural
 from parley.errors import TooLarge
 from knowledge.audit import SYSTEM, Actor
 from knowledge.repository import DocumentRepository
@@ -287,7 +288,7 @@ async def expand_archive(session: AsyncSession, blobs: BlobStore, document: Docu
         )
     else:
         job = await create_job(session, tenant_id=tenant_id, kind="documents", total=n,
-                               description=f"{n} files from {document.filename}", notify=document.notify)
+                               description=f"{plural(n, 'file')} from {document.filename}", notify=document.notify)
         job_id = job.id
     stem = document.filename
     skipped = list(unpacked.skipped)

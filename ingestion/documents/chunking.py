@@ -7,8 +7,10 @@
    than `max_tokens` by itself is cut, at word boundaries - the one unavoidable mid-sentence cut.
 3. Pack units greedily up to `target_tokens`; each new chunk of a section starts with up to
    `overlap_tokens` of whole units from the end of the previous one (no partial sentences, so
-   an overlap budget smaller than the last sentence means no overlap). A last piece smaller than
-   `min_tokens` is merged into the previous chunk when the result stays under `max_tokens`.
+   an overlap budget smaller than the last sentence means no overlap). A chunk that continues a
+   table starts with the table's header row, so a row in it still says what its cells are. A last
+   piece smaller than `min_tokens` is merged into the previous chunk when the result stays under
+   `max_tokens`.
 
 Token counts are estimates, not a tokenizer: ~1.3 tokens per word (typical of BPE vocabularies
 on English prose), a long word (URL, hash, identifier) one token per 4 characters, and one token
@@ -215,10 +217,17 @@ def _pack(units: list[_Unit], options: ChunkingOptions) -> list[tuple[list[_Unit
     chunks: list[tuple[list[_Unit], int]] = []
     current: list[_Unit] = []
     tokens = overlap = 0
+    headers: dict[int, _Unit] = {}  # block -> the table's first row, its header
     for unit in units:
+        if unit.kind == "table":
+            headers.setdefault(unit.block, unit)
         if len(current) > overlap and tokens + unit.tokens > options.target_tokens:
             chunks.append((current, overlap))
             current = _tail(current, options.overlap_tokens, options.max_tokens - unit.tokens)
+            header = headers.get(unit.block) if unit.kind == "table" else None
+            if (header is not None and header is not unit and header not in current
+                    and sum(u.tokens for u in current) + header.tokens + unit.tokens <= options.max_tokens):
+                current.insert(0, header)  # a table row read on its own keeps the header that names its cells
             tokens, overlap = sum(u.tokens for u in current), len(current)
         current.append(unit)
         tokens += unit.tokens

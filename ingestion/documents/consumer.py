@@ -10,10 +10,11 @@ share of a core.
 from __future__ import annotations
 
 from ingestion.documents import sandbox
-from ingestion.documents.service import IndexingDeps, index_document, mark_failed
+from ingestion.documents.service import IndexingDeps, index_document, mark_failed, open_password, remove_vectors
 from parley.blobs import BlobStore
 from parley.bus import Broker, Consumer, Received
-from parley.bus.contracts import DOCUMENT_UPLOADED, QUEUE_DOCUMENTS, DocumentUploaded
+from parley.bus.contracts import DOCUMENT_DELETED, DOCUMENT_UPLOADED, QUEUE_DOCUMENTS, DocumentDeleted, DocumentUploaded
+from parley.crypto import load_secret_box
 from parley.worker import WorkerContext
 
 
@@ -22,9 +23,14 @@ def document_consumer(deps: IndexingDeps, broker: Broker, *, max_attempts: int, 
                         max_attempts=max_attempts, prefetch=prefetch)
 
     async def on_uploaded(msg: Received[DocumentUploaded]) -> None:
-        await index_document(deps, msg.session, tenant_id=msg.envelope.tenant_id or "", document_id=msg.payload.document_id)
+        await index_document(deps, msg.session, tenant_id=msg.envelope.tenant_id or "", document_id=msg.payload.document_id,
+                             password=open_password(deps, msg.payload.sealed_password))
+
+    async def on_deleted(msg: Received[DocumentDeleted]) -> None:
+        await remove_vectors(deps, msg.session, tenant_id=msg.envelope.tenant_id or "", document_id=msg.payload.document_id)
 
     consumer.register(DOCUMENT_UPLOADED, on_uploaded, DocumentUploaded, on_dead_letter=mark_failed)
+    consumer.register(DOCUMENT_DELETED, on_deleted, DocumentDeleted)
     return consumer
 
 
@@ -37,5 +43,6 @@ def build_document_consumer(context: WorkerContext, *, prefetch: int = 2) -> Con
                         embedder=context.embedder, index=context.index,
                         max_member_bytes=settings.max_upload_bytes, parse_time_limit_s=settings.parse_time_limit_seconds,
                         max_archive_bytes=settings.effective_archive_max_unpacked_bytes,
-                        parse_memory_limit_mb=settings.parse_memory_limit_mb, parser_plugins=settings.parser_plugin_paths)
+                        parse_memory_limit_mb=settings.parse_memory_limit_mb, parser_plugins=settings.parser_plugin_paths,
+                        box=load_secret_box(settings))
     return document_consumer(deps, context.broker, max_attempts=settings.max_attempts, prefetch=prefetch)

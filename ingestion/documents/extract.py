@@ -50,11 +50,13 @@ def extract(
     filename: str | None = None,
     declared_mime: str | None = None,
     zip_limits: sniffing.ZipLimits | None = None,
+    password: str | None = None,
 ) -> ExtractedDocument:
     """Find the real type of `data` and extract its structured text.
 
     Raises an `ExtractionError` subclass (never a library exception) when the file cannot be
     used. `MemoryError` is let through: the sandbox reports it as a memory-limit failure.
+    ``password`` opens a password-protected PDF (other formats ignore it).
     """
     fmt = formats.registry().by_magic(data)
     if fmt is not None and fmt.parser is not None:
@@ -62,10 +64,10 @@ def extract(
     sniffed = sniffing.sniff(
         data, filename=filename, declared_mime=declared_mime, zip_limits=zip_limits
     )
-    return finish(extract_sniffed(data, sniffed))
+    return finish(extract_sniffed(data, sniffed, password=password))
 
 
-def extract_sniffed(data: bytes, sniffed: sniffing.Sniffed) -> ExtractedDocument:
+def extract_sniffed(data: bytes, sniffed: sniffing.Sniffed, *, password: str | None = None) -> ExtractedDocument:
     mime = sniffed.mime_type
     if mime == sniffing.TEXT:
         return ExtractedDocument(mime, tuple(text_blocks(sniffed.text or "")))
@@ -80,7 +82,7 @@ def extract_sniffed(data: bytes, sniffed: sniffing.Sniffed) -> ExtractedDocument
     if mime == sniffing.PDF:
         from ingestion.documents.extract_pdf import pdf_document
 
-        return pdf_document(data)
+        return pdf_document(data, password=password)
     if mime == sniffing.DOCX:
         from ingestion.documents.extract_docx import docx_document
 

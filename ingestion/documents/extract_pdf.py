@@ -1,7 +1,8 @@
 """PDF -> one or more paragraph blocks per page, with pypdf.
 
 - Encrypted PDFs are opened with the empty user password (many "protected" PDFs only restrict
-  printing); otherwise `pdf_encrypted`.
+  printing), else with the password the uploader gave (the dashboard's upload or "retry with
+  password", carried sealed in the job message); otherwise `pdf_encrypted`.
 - pypdf raises a zoo of exception types on malformed files (PdfReadError, KeyError,
   TypeError, ...), so anything it raises while opening becomes `pdf_malformed`; a page that
   fails alone is skipped, the document fails only when no page could be read.
@@ -25,7 +26,8 @@ _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 _HYPHENATED = re.compile(r"(?<=[^\W\d_])-\n(?=[a-z])")
 
 
-def pdf_document(data: bytes) -> ExtractedDocument:
+def pdf_document(data: bytes, *, password: str | None = None) -> ExtractedDocument:
+    """``password``: the user (or owner) password a person gave for a protected PDF."""
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
         encrypted = reader.is_encrypted
@@ -34,12 +36,11 @@ def pdf_document(data: bytes) -> ExtractedDocument:
     except Exception as exc:  # see module docstring
         raise _malformed(exc) from None
     if encrypted:
-        try:
-            opened = bool(reader.decrypt(""))
-        except MemoryError:
-            raise
-        except Exception:  # unsupported or broken encryption dictionary
-            opened = False
+        opened = _decrypt(reader, "")
+        if not opened and password:
+            if not _decrypt(reader, password):
+                raise DocumentUnreadable("pdf_encrypted", "PDF is password-protected and the password given does not open it")
+            opened = True
         if not opened:
             raise DocumentUnreadable("pdf_encrypted", "PDF is password-protected")
     try:
@@ -75,6 +76,15 @@ def pdf_document(data: bytes) -> ExtractedDocument:
             "(try exporting the PDF again, or run OCR on it)",
         )
     return ExtractedDocument("application/pdf", tuple(blocks), None, page_count)
+
+
+def _decrypt(reader: PdfReader, password: str) -> bool:
+    try:
+        return bool(reader.decrypt(password))
+    except MemoryError:
+        raise
+    except Exception:  # unsupported or broken encryption dictionary
+        return False
 
 
 def _page_blocks(text: str, page: int) -> list[Block]:

@@ -26,13 +26,15 @@ from parley.blobs import BlobStore
 from parley.bus import Envelope, Failure, Permanent, Retryable, stage
 from parley.bus.contracts import NOTICE_REQUESTED, QUEUE_NOTIFICATIONS, NoticeRequested
 from parley.db import unit_of_work, utcnow
+from parley.english import plural
 from knowledge import audit
 from knowledge.audit import SYSTEM, Actor
 from knowledge.models import KnowledgeAction
 from knowledge.repository import DocumentRepository
 from knowledge.service import finish_job_item, job_report
 from parley.embeddings import Embedder
-from parley.errors import NotFound
+from parley.crypto import Expired, SecretBox
+from parley.errors import NotFound, ParleyError
 from knowledge.models import Chunk, Document, DocumentStatus
 from parley.vectors import IndexItem, VectorIndex
 from tenants.repository import TenantDirectory
@@ -56,14 +58,51 @@ class IndexingDeps:
     max_member_bytes: int = 25 * 1024 * 1024
     #: Most bytes one archive may unpack to, every member together (PARLEY_ARCHIVE_MAX_UNPACKED_BYTES).
     max_archive_bytes: int = 100 * 1024 * 1024
+    #: Opens the passwords that messages carry sealed (the platform's key, as the gateway's).
+    box: SecretBox | None = None
 
 
 def chunk_id(tenant_id: str, document_id: str, ordinal: int) -> str:
     return str(uuid.uuid5(CHUNK_NAMESPACE, f"{tenant_id}/{document_id}/{ordinal}"))
 
 
-async def index_document(deps: IndexingDeps, session: AsyncSession, *, tenant_id: str, document_id: str) -> int | None:
-    """Index the document; returns its chunk count, or None when there was nothing to do."""
+#: How long a sealed password opens (a replay of an old dead letter must not reuse it forever; the
+#: outbox forgets published messages after the same week).
+PASSWORD_MAX_AGE_S = 7 * 24 * 3600
+
+
+def open_password(deps: IndexingDeps, sealed: str | None) -> str | None:
+    """The password a message carries sealed (`DocumentUploaded.sealed_password`), in the clear
+    for the parser only; never logged. A password this worker cannot open, or one sealed more than
+    `PASSWORD_MAX_AGE_S` ago, fails for good."""
+    if not sealed:
+        return None
+    if deps.box is None:
+        raise Permanent("the PDF's password cannot be read here (no secret key)", code="password_unreadable")
+    try:
+        return deps.box.decrypt(sealed, max_age=PASSWORD_MAX_AGE_S)
+    except Expired as exc:
+        raise Permanent("the PDF's password was given more than a week ago and is no longer kept; give it again "
+                        "(retry with its password on the document's page)", code="password_expired") from exc
+    except ParleyError as exc:
+        raise Permanent("the PDF's password cannot be read (was PARLEY_SECRET_KEY changed?); give it again",
+                        code="password_unreadable") from exc
+
+
+async def remove_vectors(deps: IndexingDeps, session: AsyncSession, *, tenant_id: str, document_id: str) -> bool:
+    """`document.deleted` (the dashboard deleted it): its vectors go, unless it was restored since."""
+    document = await DocumentRepository(session, tenant_id).find(document_id)
+    if document is not None and document.status != DocumentStatus.deleted:
+        return False  # restored (queued again) meanwhile: its new indexing replaces the vectors
+    await deps.index.delete_document(tenant_id, document_id)
+    log.info("removed the vectors of a deleted document", extra={"document_id": document_id})
+    return True
+
+
+async def index_document(deps: IndexingDeps, session: AsyncSession, *, tenant_id: str, document_id: str,
+                         password: str | None = None) -> int | None:
+    """Index the document; returns its chunk count, or None when there was nothing to do.
+    ``password`` opens a password-protected PDF."""
     repo = DocumentRepository(session, tenant_id)
     document = await repo.find(document_id)
     if document is None:
@@ -97,6 +136,7 @@ async def index_document(deps: IndexingDeps, session: AsyncSession, *, tenant_id
         extracted = await extract_document(
             data, filename=document.filename, declared_mime=document.mime_type,
             time_limit_s=deps.parse_time_limit_s, memory_limit_mb=deps.parse_memory_limit_mb, plugins=deps.parser_plugins,
+            password=password,
         )
     except ExtractionError as exc:
         cls = Retryable if exc.retryable else Permanent
@@ -148,7 +188,7 @@ async def index_document(deps: IndexingDeps, session: AsyncSession, *, tenant_id
         # The model the tenant's index is built with; `parley reindex` rebuilds after a change.
         tenant.embedding_model = deps.embedder.model_id
         tenant.embedding_dimension = deps.embedder.dimension
-    await _notify(session, document, ok=True, text=f"indexed {document.filename} ({len(chunks)} sections)")
+    await _notify(session, document, ok=True, text=f"indexed {document.filename} ({plural(len(chunks), 'section')})")
     log.info(
         "indexed document",
         extra={"document_id": document.id, "chunks": len(chunks), "parse_ms": round((parsed - started) * 1000),
@@ -167,9 +207,9 @@ async def _expand(deps: IndexingDeps, session: AsyncSession, document: Document,
     document.error = document.error_code = None
     document.mime_type = archive.ZIP_MIME
     document.indexed_at = utcnow()
-    text = f"unpacked {document.filename}: {queued} file{'s' if queued != 1 else ''} queued for indexing"
+    text = f"unpacked {document.filename}: {plural(queued, 'file')} queued for indexing"
     if skipped:
-        text += f"; skipped {len(skipped)}: " + "; ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        text += f"; skipped {len(skipped):,}: " + "; ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
     if document.notify:  # the job (its own, or the upload's it joined) reports the members
         stage(session, Envelope.new(NOTICE_REQUESTED, tenant_id=document.tenant_id, payload=NoticeRequested(
             text=text, target=document.notify, document_id=document.id, kind="unpacked")), QUEUE_NOTIFICATIONS)

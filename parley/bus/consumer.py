@@ -58,7 +58,7 @@ from parley.bus.envelope import (
     H_TENANT,
     Envelope,
 )
-from parley.bus.errors import Failure, Permanent, Retryable
+from parley.bus.errors import HOOK_FAILED_NOTE, Failure, Permanent, Retryable
 from parley.bus.idempotency import already_processed, mark_processed
 from parley.bus.outbox import finish_pending
 from parley.db import new_id, unit_of_work, utcnow
@@ -306,7 +306,7 @@ class Consumer:
             if hook is None or not await self._database_answers():
                 raise  # the database is down, not the hook: _guard gives the message back to the queue
             log.exception("%s: on_dead_letter hook failed; recording the dead letter without it", self.name)
-            failure = Failure(failure.code, f"{failure.reason} (and the on_dead_letter hook failed)", False)
+            failure = Failure(failure.code, f"{failure.reason} {HOOK_FAILED_NOTE}", False)
             await self._record(delivery, envelope, None, history, failure)
         headers = {
             **_carry(delivery.headers),

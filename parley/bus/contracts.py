@@ -41,6 +41,9 @@ CATALOG_SYNC_JOB_KIND = "catalog_sync"
 
 class DocumentUploaded(BaseModel):
     document_id: str
+    #: The password of a protected PDF, encrypted with the platform's `parley.crypto.SecretBox`
+    #: (never in plain text on the bus, in the outbox or in a dead letter); left out when there is none.
+    sealed_password: str | None = None
 
 
 class DocumentDeleted(BaseModel):

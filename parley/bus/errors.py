@@ -15,6 +15,12 @@ import pydantic
 from parley.errors import ParleyError
 
 _MAX_REASON = 2000
+#: How the reason of a retryable failure that ran out of attempts begins (:meth:`Failure.exhausted`):
+#: the dead letters of those may succeed when replayed; every other dead letter failed for good.
+EXHAUSTED_PREFIX = "gave up after "
+#: Appended to the reason when the domain's ``on_dead_letter`` hook failed too (a bug of ours, not
+#: of the message: replaying may succeed once it is fixed).
+HOOK_FAILED_NOTE = "(and the on_dead_letter hook failed)"
 
 
 class Retryable(ParleyError):
@@ -48,7 +54,7 @@ class Failure:
         return cls("unexpected", _clip(f"{type(exc).__name__}: {exc}"), True)
 
     def exhausted(self, attempts: int) -> Failure:
-        return Failure(self.code, _clip(f"gave up after {attempts} attempts; last error: {self.reason}"), False)
+        return Failure(self.code, _clip(f"{EXHAUSTED_PREFIX}{attempts} attempts; last error: {self.reason}"), False)
 
     def human_reason(self) -> str:
         """The reason for a person: 'PDF is password-protected', not 'pdf_encrypted: PDF is

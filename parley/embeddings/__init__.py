@@ -41,6 +41,7 @@ def create_embedder(
     query_cache_size: int = 1024,
     openai_timeout: float = 60.0,
     openai_max_retries: int = 5,
+    query_int8: bool = False,
 ) -> Embedder:
     """Build the configured embedder.
 
@@ -50,6 +51,7 @@ def create_embedder(
     batch_size: texts per inference batch, local provider only; OpenAI requests are sized
         by the API's own limits (2,048 inputs, 300k tokens).
     query_cache_size: LRU entries for query vectors; 0 disables the cache.
+    query_int8: local provider only: embed queries with int8 linear layers (PARLEY_EMBEDDING_QUERY_INT8).
 
     Building the local model blocks for about a second: call this at startup.
     """
@@ -57,7 +59,7 @@ def create_embedder(
     if provider == "local":
         from parley.embeddings.local import LocalEmbedder
 
-        inner = LocalEmbedder(model, threads=threads, batch_size=batch_size)
+        inner = LocalEmbedder(model, threads=threads, batch_size=batch_size, query_int8=query_int8)
     elif provider == "openai":
         from parley.embeddings.openai_provider import OpenAIEmbedder
 

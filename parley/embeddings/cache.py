@@ -56,6 +56,12 @@ class CachedQueryEmbedder:
         """Only for local embedders (worker processes); raises AttributeError otherwise."""
         return self.inner.embed_documents_sync(texts)
 
+    def unknown_share(self, text: str) -> float:
+        """The inner model's share of unknown word pieces (`LocalEmbedder.unknown_share`); 0.0 for
+        a model that cannot say (a remote API)."""
+        share = getattr(self.inner, "unknown_share", None)
+        return float(share(text)) if share is not None else 0.0
+
     def __len__(self) -> int:
         return len(self._lru)
 

@@ -33,6 +33,12 @@ Choices, and why:
   off, and inter-op is 1; tokenizers' own thread pool is disabled
   (`TOKENIZERS_PARALLELISM=false` if unset — that also avoids its fork warning in worker
   processes). A process therefore uses at most `threads` cores for embedding.
+* **Queries in int8** (``query_int8``, the retrieval service's default through
+  ``PARLEY_EMBEDDING_QUERY_INT8``): questions run on a second session of the same weights with
+  int8 linear layers (`bert_onnx.build_bert_onnx(int8=True)`; the fp32 tensors both graphs use
+  are held once). A query embedding is compute-bound, so this is 0.55-0.75x its time on one core;
+  vectors stay at cosine ~0.99 of fp32 and SciFact nDCG@10 does not move (bench/RESULTS.md).
+  Documents always use the fp32 session, so indexes do not change. Built-from-safetensors models only.
 * **Event loop.** The async methods run inference on one dedicated thread (ONNX Runtime
   releases the GIL), one batch per executor job: the loop never blocks, at most
   `threads` cores are used however many coroutines call in, and a query waits behind
@@ -49,6 +55,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -151,15 +158,16 @@ def resolve_model(name: str | None) -> LocalModelSpec:
     raise ConfigurationError(f"unknown local embedding model {name!r}; choose one of {sorted(MODELS)}")
 
 
-def _load_model(spec: LocalModelSpec) -> tuple[bytes | str, dict[str, np.ndarray]]:
-    """The ONNX model (a path, or a graph built in memory) and any weights it names externally."""
+def _load_model(spec: LocalModelSpec, *, int8: bool = False) -> tuple[bytes | str, dict[str, np.ndarray]]:
+    """The ONNX model (a path, or a graph built in memory) and any weights it names externally.
+    ``int8``: the graph built with int8 linear layers (only for models built from safetensors)."""
     if spec.onnx_file is not None:
         return str(_package_file(spec.package, spec.onnx_file, spec.install)), {}
     from parley.embeddings.bert_onnx import build_bert_onnx, read_safetensors
 
     weights_path = _package_file(spec.package, "model/model.safetensors", spec.install)
     config = json.loads((weights_path.parent / "config.json").read_text())
-    return build_bert_onnx(read_safetensors(weights_path), config)
+    return build_bert_onnx(read_safetensors(weights_path), config, int8=int8)
 
 
 class LocalEmbedder:
@@ -169,7 +177,9 @@ class LocalEmbedder:
     `asyncio.to_thread`). One instance is safe to share between coroutines and threads.
     """
 
-    def __init__(self, model: str | None = None, *, threads: int = 1, batch_size: int = 8) -> None:
+    def __init__(
+        self, model: str | None = None, *, threads: int = 1, batch_size: int = 8, query_int8: bool = False
+    ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -189,8 +199,34 @@ class LocalEmbedder:
         self._tokenizer.enable_truncation(max_length=self.max_length)
         self._tokenizer.no_padding()  # we pad per batch ourselves
 
+        options = self._options(ort)
+        self._external: list[Any] = []
+        if external:
+            # ONNX Runtime uses these buffers in place: keep them alive with the session.
+            self._external = [ort.OrtValue.ortvalue_from_numpy(a) for a in external.values()]
+            options.add_external_initializers(list(external), self._external)
+        self._session = ort.InferenceSession(model_source, options, providers=["CPUExecutionProvider"])
+        #: the session queries run on: the same one, or its int8 twin (`query_int8`)
+        self._query_session = self._session
+        self.query_int8 = bool(query_int8 and self.spec.onnx_file is None)
+        if self.query_int8:
+            q_source, q_external = _load_model(self.spec, int8=True)
+            shared = dict(zip(external, self._external))  # the fp32 tensors both graphs use, held once
+            self._external_q = [
+                shared[n] if n in shared else ort.OrtValue.ortvalue_from_numpy(a) for n, a in q_external.items()
+            ]
+            q_options = self._options(ort)
+            q_options.add_external_initializers(list(q_external), self._external_q)
+            self._query_session = ort.InferenceSession(q_source, q_options, providers=["CPUExecutionProvider"])
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self._output = self.spec.output or self._session.get_outputs()[0].name
+        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="parley-embed"
+        )
+
+    def _options(self, ort: Any) -> Any:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -198,16 +234,7 @@ class LocalEmbedder:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         options.log_severity_level = 3
-        if external:
-            # ONNX Runtime uses these buffers in place: keep them alive with the session.
-            self._external = [ort.OrtValue.ortvalue_from_numpy(a) for a in external.values()]
-            options.add_external_initializers(list(external), self._external)
-        self._session = ort.InferenceSession(model_source, options, providers=["CPUExecutionProvider"])
-        self._inputs = {i.name for i in self._session.get_inputs()}
-        self._output = self.spec.output or self._session.get_outputs()[0].name
-        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="parley-embed"
-        )
+        return options
 
     # -- synchronous core (also the API for worker processes) -------------------------------
 
@@ -216,13 +243,21 @@ class LocalEmbedder:
         check_texts(texts)
         return [enc.ids for enc in self._tokenizer.encode_batch(list(texts))]
 
+    def unknown_share(self, text: str) -> float:
+        """The share of the text's word pieces the vocabulary does not have (``[UNK]``): near 1 for
+        a script the model never saw (Cherokee, Tifinagh ...), where its vector means nothing."""
+        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        unk = self._tokenizer.token_to_id("[UNK]")
+        return sum(1 for i in encoding.ids if i == unk) / len(encoding.ids) if encoding.ids and unk is not None else 0.0
+
     def _batches(self, ids: list[list[int]]) -> list[np.ndarray]:
         """Input indices grouped into batches of similar length (shortest first)."""
         order = np.argsort([len(x) for x in ids], kind="stable")
         return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
-    def _infer(self, ids: list[list[int]]) -> np.ndarray:
-        """Embed one batch of token-id lists: pad, run, mean-pool, L2-normalise."""
+    def _infer(self, ids: list[list[int]], session: Any = None) -> np.ndarray:
+        """Embed one batch of token-id lists: pad, run, mean-pool, L2-normalise (on ``session``,
+        by default the documents' fp32 one)."""
         width = max(len(x) for x in ids)
         input_ids = np.zeros((len(ids), width), dtype=np.int64)  # 0 is [PAD]
         mask = np.zeros((len(ids), width), dtype=np.int64)
@@ -232,7 +267,7 @@ class LocalEmbedder:
         feeds = {"input_ids": input_ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
-        (hidden,) = self._session.run([self._output], feeds)
+        (hidden,) = (session or self._session).run([self._output], feeds)
         weights = mask.astype(np.float32)[:, :, None]
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         return l2_normalise(pooled)
@@ -246,7 +281,8 @@ class LocalEmbedder:
         return out
 
     def embed_query_sync(self, text: str) -> np.ndarray:
-        return self.embed_documents_sync([text])[0]
+        """One query's vector, on the query session (int8 linear layers when `query_int8`)."""
+        return self._infer(self.tokenize([text]), self._query_session)[0]
 
     # -- async API: the same work on the dedicated inference thread --------------------------
 

@@ -55,7 +55,8 @@ def create_vector_index(
     the single-process dev mode) also searches. The embedded backend needs the process's
     ``sessions`` (``parley.db.create_sessionmaker``) and keeps its snapshots under
     ``<data_dir>/vectors``; ``options`` go to :class:`EmbeddedVectorIndex` (refresh_interval,
-    round_rows, snapshot_every, search_threads, index_nice). The Weaviate backend ignores the role.
+    round_rows, snapshot_every, search_threads, index_nice, title_weight - by default
+    ``settings.keyword_title_weight``). The Weaviate backend ignores the role and the title weight.
     """
     if role not in ("reader", "writer"):
         raise ConfigurationError(f"role must be 'reader' or 'writer', not {role!r}")
@@ -64,9 +65,10 @@ def create_vector_index(
             raise ConfigurationError("PARLEY_VECTOR_BACKEND=weaviate needs PARLEY_WEAVIATE_URL")
         from parley.vectors.weaviate_index import WeaviateVectorIndex
 
-        return WeaviateVectorIndex.from_url(settings.weaviate_url)
+        return WeaviateVectorIndex.from_settings(settings)
     if sessions is None:
         raise ConfigurationError("the embedded vector index needs the metadata store's sessionmaker")
+    options.setdefault("title_weight", settings.keyword_title_weight)
     return EmbeddedVectorIndex(sessions, role=role, data_dir=settings.data_dir / "vectors", **options)  # type: ignore[arg-type]
 
 

@@ -74,7 +74,9 @@ class EmbeddedVectorIndex:
         snapshot_every: int = 5000,
         search_threads: int = 2,
         index_nice: int = 19,
+        title_weight: float = 1.0,
     ) -> None:
+        """``title_weight``: the title field's weight in keyword searches (`TenantIndex.keyword_search`)."""
         if role not in ("reader", "writer"):
             raise ConfigurationError(f"role must be 'reader' or 'writer', not {role!r}")
         self.role = role
@@ -85,6 +87,9 @@ class EmbeddedVectorIndex:
         self.snapshot_every = snapshot_every
         self._search_threads = search_threads
         self.index_nice = index_nice
+        if title_weight < 0:
+            raise ConfigurationError(f"title_weight must be >= 0, not {title_weight}")
+        self.title_weight = float(title_weight)
         self._tenants: dict[str, TenantIndex] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._index_pool: ThreadPoolExecutor | None = None
@@ -151,7 +156,7 @@ class EmbeddedVectorIndex:
         index = await self._index(tenant_id)
         if limit == 0 or not terms or index.count == 0:
             return []
-        return await self._in(self._search_pool, index.keyword_search, terms, limit)
+        return await self._in(self._search_pool, index.keyword_search, terms, limit, self.title_weight)
 
     # --- reader lifecycle ---------------------------------------------------------------------
 

@@ -365,10 +365,12 @@ class TenantIndex:
                     return [], []
                 k //= 2
 
-    def keyword_search(self, terms: list[str], limit: int) -> list[Hit]:
+    def keyword_search(self, terms: list[str], limit: int, title_weight: float = 1.0) -> list[Hit]:
+        """BM25 over title and text; ``title_weight`` scales the title field's part of the score."""
         if not terms or limit <= 0:
             return []
-        query, _errors = self._bm25.parse_query_lenient(" ".join(terms), _SEARCH_FIELDS)
+        boosts = {"title": title_weight} if title_weight != 1.0 else None
+        query, _errors = self._bm25.parse_query_lenient(" ".join(terms), _SEARCH_FIELDS, field_boosts=boosts)
         with self._rw.read():  # the searcher and the id -> payload map of one published state
             searcher = self._searcher
             if searcher.num_docs == 0:

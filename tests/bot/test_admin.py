@@ -73,13 +73,14 @@ def _open(stack: Stack, browsers: list[Browser]) -> Browser:
     return browser
 
 
-async def _dead_letter(stack: Stack, tenant_id: str, document_id: str = "0" * 32, reason: str = "PDF is password-protected") -> int:
-    """A document message that failed for good, recorded as the consumer wrapper records one."""
+async def _dead_letter(stack: Stack, tenant_id: str, document_id: str = "0" * 32, reason: str = "PDF is password-protected",
+                       failure: Failure | None = None) -> int:
+    """A document message that failed for good (or with ``failure``), recorded as the consumer wrapper records one."""
     envelope = Envelope.new(DOCUMENT_UPLOADED, tenant_id=tenant_id, payload={"document_id": document_id})
     async with unit_of_work(stack.sessions, admin=True) as session:
         row = await record_dead_letter(session, queue="documents", message_id=envelope.id, message_type=envelope.type,
                                        tenant_id=tenant_id, correlation_id=None,
-                                       failure=Failure(code="encrypted_pdf", reason=reason, retryable=False),
+                                       failure=failure or Failure(code="pdf_encrypted", reason=reason, retryable=False),
                                        attempts=[{"attempt": 1, "error": reason}], body=envelope.to_bytes())
         return row.id
 
@@ -209,7 +210,11 @@ async def test_a_tenants_dashboard_never_shows_another_tenants_data(stack: Stack
 
 async def test_replay_goes_through_the_bus_once(stack: Stack, browsers: list[Browser]) -> None:
     acme = await _open(stack, browsers).signed_in(stack.api_key)
-    dead = await _dead_letter(stack, stack.tenant_id)
+    # Given a document message that ran out of attempts on a transient error (a replay may help)
+    transient = Failure("unavailable", "unavailable: the embedding service did not answer", True).exhausted(5)
+    dead = await _dead_letter(stack, stack.tenant_id, failure=transient)
+    [offered] = (await acme.json("GET", "/admin/api/dead-letters"))["dead_letters"]
+    assert offered["replayable"] is True
 
     async def connected() -> bool:
         return (await stack.client.get("/readyz")).status == 200
@@ -236,6 +241,32 @@ async def test_replay_goes_through_the_bus_once(stack: Stack, browsers: list[Bro
     again = await acme.request("POST", f"/admin/api/dead-letters/{dead}/replay")
     assert again.status == 409
     assert (await acme.request("POST", "/admin/api/dead-letters/nope/replay")).status == 400
+
+
+async def test_replay_of_a_failure_for_good_is_not_offered_and_is_refused(stack: Stack, browsers: list[Browser]) -> None:
+    acme = await _open(stack, browsers).signed_in(stack.api_key)
+    # Given a password-protected PDF uploaded through the dashboard and dead-lettered for good
+    form = aiohttp.FormData()
+    form.add_field("file", b"%PDF-1.7 not really", filename="locked.pdf", content_type="application/pdf")
+    up = await acme.json("POST", "/admin/api/documents", status=202, data=form)
+    document_id = up["documents"][0]["id"]
+    dead = await _dead_letter(stack, stack.tenant_id, document_id)
+    async with unit_of_work(stack.sessions, tenant_id=stack.tenant_id) as session:
+        from knowledge.models import Document, DocumentStatus
+
+        document = await session.get(Document, document_id)
+        document.status, document.error_code, document.error = DocumentStatus.failed, "pdf_encrypted", "PDF is password-protected"
+    # When the dead-letter page is read
+    [letter] = (await acme.json("GET", "/admin/api/dead-letters"))["dead_letters"]
+    # Then the replay is not offered, and the row says what to do instead
+    assert letter["id"] == dead and letter["replayable"] is False
+    assert "locked.pdf" in letter["replay_note"] and "give the password" in letter["replay_note"]
+    # And a replay asked for anyway is a 409 saying the same, and the dead letter stays as it was
+    refused = await acme.request("POST", f"/admin/api/dead-letters/{dead}/replay")
+    body = await refused.json()
+    assert refused.status == 409 and body["error"] == "not_replayable" and "give the password" in body["detail"]
+    async with unit_of_work(stack.sessions, admin=True) as session:
+        assert (await session.get(DeadLetter, dead)).status == "dead"
 
 
 @pytest.mark.parametrize("db_backend", ["sqlite"])

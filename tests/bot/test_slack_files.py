@@ -25,11 +25,13 @@ from tests.bot.file_hosts import FileHost
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
 
-def file_share(stack: Stack, files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Slack's captured file_share delivery, its download links pointed at the local Slack."""
+def file_share(stack: Stack, files: list[dict[str, Any]] | None = None, *, text: str = "") -> dict[str, Any]:
+    """Slack's captured file_share delivery, its download links pointed at the local Slack. ``text``
+    is what the person wrote with the files: "" (Slack's ``text`` of a file sent alone) unless a test
+    sends a question with them (the capture's own is "message message message")."""
     payload = fixture("slack/slack-web__message_file_share.json")
     ts = f"{time.time():.6f}"
-    payload["event"].update(ts=ts, event_ts=ts)
+    payload["event"].update(ts=ts, event_ts=ts, text=text)
     payload["event_id"] = f"Ev{uuid.uuid4().hex[:10].upper()}"
     if files is not None:
         template = payload["event"]["files"][0]
@@ -94,6 +96,7 @@ async def test_slack_connect_stub_is_resolved_with_files_info(stack: Stack) -> N
     # Given Slack's captured Slack Connect file_share, whose file only says "check_file_info"
     payload = fixture("slack/slack-web__message_file_share_slack_connect.json")
     payload["event_id"] = "Ev0CONNECT1"
+    payload["event"]["text"] = ""  # sent alone (with a question, see test_file_questions.py)
     body = b"# Returns\n\nAnything can be returned within 30 days.\n"
     stack.slack.file_info["F12345678"] = {
         "id": "F12345678", "name": "returns.md", "mimetype": "text/markdown", "size": len(body),

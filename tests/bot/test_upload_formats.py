@@ -38,8 +38,11 @@ def one_file(name: str, body: bytes, content_type: str) -> FormData:
 
 
 def accepted_by_picker(page: str) -> list[str]:
-    [accept] = re.findall(r'accept="([^"]*)"', page)
-    return accept.split(",")
+    """The formats every file picker on the page offers (a page may have several: the dashboard has
+    one for new uploads and one for a new version of a document)."""
+    pickers = [set(accept.split(",")) for accept in re.findall(r'accept="([^"]*)"', page)]
+    assert pickers, "the page has no file picker"
+    return sorted(set.intersection(*pickers))
 
 
 @pytest.fixture

@@ -169,7 +169,8 @@ async def test_the_chat_page_has_the_dashboards_headers_and_no_key_in_script(sta
         assert response.headers.get("X-Content-Type-Options") == "nosniff", path
     assert responses["/chat/static/chat.js"].content_type.endswith("javascript")  # nosniff needs a script type
     # And the page runs no inline script or style (the CSP would block them), and keeps no key in storage
-    assert re.findall(r"<script[^>]*>", page) == ['<script src="/chat/static/chat.js">'] and "<style" not in page
+    assert re.findall(r"<script[^>]*>", page) == ['<script src="/chat/static/chatui.js">',
+                                                  '<script src="/chat/static/chat.js">'] and "<style" not in page
     assert "Authorization" not in script and "parley-key" not in script
     assert "/admin/login?next=/chat" in page and "/admin/api/chat" in script and "X-CSRF-Token" in script
 
@@ -229,8 +230,8 @@ def _chat_in_browser(driver: Any, base: str, api_key: str) -> dict[str, str]:
     driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
     wait.until(ec.url_to_be(f"{base}/chat"))
     wait.until(ec.visibility_of_element_located((By.ID, "question"))).send_keys("What is your returns policy?")
-    driver.find_element(By.CSS_SELECTOR, "#chat-form button").click()
-    answer = wait.until(lambda d: next((e.text for e in d.find_elements(By.CSS_SELECTOR, ".msg.bot, .msg.err")), None))
+    driver.find_element(By.ID, "send").click()
+    answer = wait.until(lambda d: next((e.text for e in d.find_elements(By.CSS_SELECTOR, ".msg.answer, .msg.err")), None))
     return {"answer": answer, "session": driver.execute_script("return JSON.stringify(sessionStorage)"),
             "local": driver.execute_script("return JSON.stringify(localStorage)"),
             "cookie": driver.execute_script("return document.cookie")}

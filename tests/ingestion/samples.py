@@ -106,3 +106,16 @@ HTML_LOGIN_PAGE = b"""<!DOCTYPE html>
 <label>Email <input name="email"></label><label>Password <input type="password" name="pw"></label>
 <button>Sign in</button></form></body></html>
 """
+
+
+def no_fork_server_plugin(path: Path, formats: str) -> Path:
+    """A parser plugin file that keeps the sandbox's fork server from starting (so each call is a new
+    interpreter), then runs ``formats`` (Python that may call ``register_format`` and use ``Block``)."""
+    path.write_text(
+        "import os, sys\n"
+        "from ingestion.documents.extract import register_format\n"
+        "from ingestion.documents.model import Block\n"
+        "if 'ingestion.documents.sandbox.zygote' in sys.modules:\n"
+        "    os._exit(1)  # a fork server cannot start with this plugin\n" + formats
+    )
+    return path

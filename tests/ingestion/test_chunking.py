@@ -98,6 +98,20 @@ def test_table_rows_are_never_split() -> None:
         assert all(line in rows for line in chunk.text.split("\n"))
 
 
+def test_a_chunk_that_continues_a_table_starts_with_its_header() -> None:
+    # Given a price table longer than a chunk
+    header = "SKU | Product | Size | Price | Stock"
+    rows = [f"SKU-{n} | Linen shirt in colour {n} | size M | 49.90 EUR | in stock" for n in range(40)]
+    chunks = chunk_document(doc(Block("table", "\n".join([header, *rows]))), SMALL)
+    # Then every chunk begins with the header row (once), and every row is in some chunk
+    assert len(chunks) > 3
+    for chunk in chunks:
+        lines = chunk.text.split("\n")
+        assert lines[0] == header and lines.count(header) == 1
+        assert chunk.token_estimate <= SMALL.max_tokens
+    assert {line for c in chunks for line in c.text.split("\n")[1:]} == set(rows)
+
+
 def test_overlap_never_crosses_a_heading() -> None:
     first = " ".join(sentence(n) for n in range(12))
     chunks = chunk_document(

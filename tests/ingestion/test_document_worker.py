@@ -151,17 +151,17 @@ def test_bulk_upload_is_indexed_or_failed_with_reasons(stack: dict[str, str], db
     assert state2["chunks"] == state["chunks"] and len(state2["docs"]) == len(docs)
     assert state2["docs"]["returns.md"].id == docs["returns.md"].id
 
-    # When a dead letter is replayed, it is processed again and ends dead again (same file)
-    replayed = _parley(stack, "dlq", "replay", "--queue", "documents", str(dead[0]["id"]))
-    assert replayed.returncode == 0, replayed.stderr
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        rows = json.loads(_parley(stack, "--json", "dlq", "list", "--queue", "documents").stdout)
-        if len(rows) == 3 and rows[0]["id"] != dead[0]["id"] and all(r["id"] != dead[0]["id"] for r in rows):
-            break
-        time.sleep(1)
-    else:
-        pytest.fail("the replayed dead letter did not come back to the dead-letter list")
+    # And each failed for good, so no replay is offered: the list says what to do instead
+    assert all(row["replayable"] is False for row in dead), dead
+    locked = next(row for row in dead if row["file"] == "locked.pdf")
+    assert "give the password" in locked["replay_note"]
+    # When one is replayed anyway, it is refused with that reason, and nothing is dead-lettered twice
+    replayed = _parley(stack, "dlq", "replay", str(locked["id"]))
+    assert replayed.returncode == 1 and "give the password" in replayed.stderr and "Traceback" not in replayed.stderr
+    assert json.loads(_parley(stack, "--json", "dlq", "list").stdout) == dead
+    # And a re-index re-runs the indexed documents only, not the ones that failed for good
+    reindexed = json.loads(_parley(stack, "--json", "reindex", "--tenant", "acme").stdout)
+    assert reindexed["documents"] == 3 and len(reindexed["skipped_for_good"]) == 3
 
 
 def test_new_version_replaces_the_old_one(stack: dict[str, str], db_url: str, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import pytest
 from ingestion.documents import sandbox
 from ingestion.documents.errors import SandboxFailure
 from ingestion.documents.sandbox import extract_document, extract_document_sync
+from tests.ingestion.samples import no_fork_server_plugin
 
 HOSTILE = [Path(__file__).with_name("hostile_formats.py")]
 
@@ -170,13 +171,8 @@ async def test_a_fork_server_dying_mid_parse_is_a_retryable_crash() -> None:
 async def test_without_a_fork_server_each_document_gets_a_new_interpreter(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    plugin = tmp_path / "refuses_fork_servers.py"
-    plugin.write_text(
-        "import os, sys\n"
-        "from ingestion.documents.extract import register_format\n"
-        "from ingestion.documents.model import Block\n"
-        "if 'ingestion.documents.sandbox.zygote' in sys.modules:\n"
-        "    os._exit(1)  # a fork server cannot start with this plugin\n"
+    plugin = no_fork_server_plugin(
+        tmp_path / "refuses_fork_servers.py",
         "register_format('application/x-test-parent', magic=b'%TEST-PARENT',\n"
         "                extract=lambda data: [Block('paragraph', str(os.getppid()))])\n"
     )

@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from parley.bus import Consumer, Envelope, OutboxRelay, RabbitBroker, Received, consuming, describe, list_dead_letters, replay
+from parley.bus.dead_letters import NotReplayable
 from parley.bus.envelope import H_REPLAY_OF
 from parley.db import unit_of_work
 from parley.errors import UnsupportedType
@@ -46,10 +47,15 @@ async def test_list_and_replay_dead_letters(sessions, broker: RabbitBroker) -> N
         assert {row["tenant_id"] for row in listed} == {"t0", "t1", "t2"} and all(row["when"] for row in listed)
         assert await broker.message_count(dlq) == 3
 
-        # When the parser is fixed and one dead letter is replayed
-        parser_fixed = True
+        # When one is replayed before anything changed, it is refused: it failed for good
         first = next(row for row in listed if row["message_id"] == originals[0].id)
-        [replayed] = await replay(sessions, broker, queue="documents", ids=[first["id"]], relay=relay)
+        assert all(row["failed_for_good"] for row in listed)
+        with pytest.raises(NotReplayable, match="cannot parse d0: it failed for good"):
+            await replay(sessions, broker, queue="documents", ids=[first["id"]], relay=relay)
+        assert await replay(sessions, broker, queue="documents", relay=relay) == []  # all: it is left too
+        # When the parser is fixed and the operator forces a replay of one dead letter
+        parser_fixed = True
+        [replayed] = await replay(sessions, broker, queue="documents", ids=[first["id"]], relay=relay, force=True)
         await eventually(lambda: consumer.outcomes["ok"] == 1)
         # Then it ran again as a fresh first attempt, carrying the replay in its headers
         again = deliveries[-1]
@@ -70,14 +76,14 @@ async def test_list_and_replay_dead_letters(sessions, broker: RabbitBroker) -> N
         assert statuses == {originals[0].id: "replayed", originals[1].id: "dead", originals[2].id: "dead"}
 
         # When the rest are replayed at once
-        assert len(await replay(sessions, broker, queue="documents", relay=relay)) == 2
+        assert len(await replay(sessions, broker, queue="documents", relay=relay, force=True)) == 2
         await eventually(lambda: consumer.outcomes["ok"] == 3)
     # Then nothing is dead any more, in the table or in the broker
     async with unit_of_work(sessions, admin=True) as session:
         assert await list_dead_letters(session, queue="documents") == []
     assert await broker.message_count(dlq) == 0
     # and replaying again finds nothing
-    assert await replay(sessions, broker, queue="documents", relay=relay) == []
+    assert await replay(sessions, broker, queue="documents", relay=relay, force=True) == []
 
 
 async def _peek(broker: RabbitBroker, queue: str) -> list:

@@ -46,8 +46,8 @@ async def test_outbox_retry_dead_letter_and_fairness_in_memory(sessions) -> None
     async with unit_of_work(sessions, admin=True) as session:
         [row] = await list_dead_letters(session, queue="documents")
     assert row.tenant_id == "D"
-    # and a replay drains the in-memory DLQ
-    await replay(sessions, broker, queue="documents", relay=relay)
+    # and a replay (forced: it failed for good) drains the in-memory DLQ
+    await replay(sessions, broker, queue="documents", relay=relay, force=True)
     assert broker.dead["documents"] == []
     await broker.close()
 

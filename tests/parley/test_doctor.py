@@ -70,11 +70,12 @@ async def test_a_refused_key_warns_and_an_unreachable_server_fails(tmp_path: Pat
 
 
 async def test_weaviate_must_be_ready_when_it_is_the_backend(tmp_path: Path) -> None:
+    # A ready endpoint alone is not enough: data calls need /v1/meta and gRPC (tests/parley/test_weaviate_edges.py)
     server = await serve({"/v1/.well-known/ready": (200, {})})
     try:
-        ready = await doctor.check_vector_index(Settings(data_dir=tmp_path, vector_backend="weaviate",
-                                                         weaviate_url=str(server.make_url(""))))
-        assert ready.status == "ok"
+        ready_only = await doctor.check_vector_index(Settings(data_dir=tmp_path, vector_backend="weaviate",
+                                                              weaviate_url=str(server.make_url(""))))
+        assert ready_only.status == "fail"
     finally:
         await server.close()
     down = await doctor.check_vector_index(Settings(data_dir=tmp_path, vector_backend="weaviate",

@@ -12,9 +12,10 @@ def test_embedded_defaults_need_no_configuration(monkeypatch: pytest.MonkeyPatch
         if key.startswith("PARLEY_") or key.startswith("OPENAI_"):
             monkeypatch.delenv(key)
     s = Settings()
-    assert s.effective_database_url == "sqlite+aiosqlite:///var/parley.db"
+    checkout = Path(__file__).resolve().parents[2]  # the data directory is the checkout's var/, whatever the cwd
+    assert s.effective_database_url == f"sqlite+aiosqlite:///{checkout}/var/parley.db"
     assert s.is_sqlite
-    assert s.effective_blob_dir == Path("var/blobs")
+    assert s.effective_blob_dir == checkout / "var" / "blobs"
     assert s.vector_backend == "embedded" and s.embedding_provider == "local"
     assert s.openai_api_key is None
 

@@ -1,14 +1,23 @@
 """One conformance suite for every vector index backend.
 
 The embedded backend runs on real SQLite and real PostgreSQL; Weaviate runs when
-PARLEY_WEAVIATE_URL points at a server (http://host:8080, gRPC on port 50051 of the same host).
+PARLEY_WEAVIATE_URL points at a server (http://host:8080; gRPC on port 50051 of the same host unless
+PARLEY_WEAVIATE_GRPC_URL says otherwise, PARLEY_WEAVIATE_API_KEY for a server with keys).
 Every test uses fresh random tenant ids, so a shared Weaviate server is never confused by another
 run; the Weaviate tenants are deleted afterwards.
+
+The last tests cover what a server does differently from the embedded index: batches past the
+client's 200 objects per call, deletes past the server's 10,000 objects per call, two processes
+starting on a fresh collection at once, a tenant deactivated on the server, and BM25 without
+stemming (a known difference: the embedded index stems, Weaviate does not).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -17,6 +26,7 @@ import pytest
 
 from parley.db import create_engine, create_sessionmaker
 from parley.errors import InvalidInput, TenantScopeError
+from parley.settings import Settings
 from parley.vectors import EmbeddedVectorIndex, VectorIndex
 from tests.parley.test_vectors_support import make_items, new_tenant, random_unit, settings_for, unit
 
@@ -27,6 +37,16 @@ def test_weaviate_leg_is_configured() -> None:
     """The one visible reminder that the Weaviate leg exists (instead of a skip per test)."""
     if not WEAVIATE_URL:
         pytest.skip("no Weaviate server: set PARLEY_WEAVIATE_URL=http://host:8080 to run this suite against it")
+
+
+def weaviate_index(collection: str | None = None) -> VectorIndex:
+    """The index as a process builds it: PARLEY_WEAVIATE_* from the environment."""
+    from parley.vectors import WeaviateVectorIndex
+
+    settings = Settings(vector_backend="weaviate", weaviate_url=WEAVIATE_URL)
+    if collection:
+        settings = settings.model_copy(update={"weaviate_collection": collection})
+    return WeaviateVectorIndex.from_settings(settings)
 
 
 @pytest.fixture(params=["embedded", "weaviate"] if WEAVIATE_URL else ["embedded"])
@@ -43,9 +63,7 @@ def backend(request: pytest.FixtureRequest, db_backend: str) -> tuple[str, str |
 async def index(backend: tuple[str, str | None], tmp_path: Path) -> AsyncIterator[VectorIndex]:
     kind, url = backend
     if kind == "weaviate":
-        from parley.vectors import WeaviateVectorIndex
-
-        idx: VectorIndex = WeaviateVectorIndex.from_url(WEAVIATE_URL or "")
+        idx: VectorIndex = weaviate_index()
         yield idx
         await idx.aclose()
         return
@@ -224,3 +242,113 @@ async def test_every_method_needs_a_tenant(index: VectorIndex) -> None:
             await call
     with pytest.raises(InvalidInput):
         await index.count("../etc")
+
+
+# --- what a server does differently -----------------------------------------------------------
+
+
+def weaviate_only(backend: tuple[str, str | None], why: str) -> None:
+    if backend[0] != "weaviate":
+        pytest.skip(f"a Weaviate server behaviour: {why}")
+
+
+@contextlib.asynccontextmanager
+async def raw_weaviate() -> AsyncIterator[object]:
+    """A plain client on the same server, for what no Parley call does (deactivating a tenant, dropping a collection)."""
+    import weaviate
+    from weaviate.classes.init import Auth
+
+    from parley.vectors.weaviate_index import endpoints
+
+    settings = Settings(vector_backend="weaviate", weaviate_url=WEAVIATE_URL)
+    http, grpc = endpoints(settings.weaviate_url or "", settings.weaviate_grpc_url)
+    key = settings.weaviate_api_key.get_secret_value() if settings.weaviate_api_key else None
+    client = weaviate.use_async_with_custom(
+        http_host=http.host, http_port=http.port, http_secure=http.secure, grpc_host=grpc.host, grpc_port=grpc.port,
+        grpc_secure=grpc.secure, auth_credentials=Auth.api_key(key) if key else None)
+    await client.connect()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def test_calls_larger_than_one_batch(index: VectorIndex, tenant: Callable[[], str]) -> None:
+    t = tenant()
+    # Given one call with more items than the Weaviate backend sends per request (200)
+    items = make_items(t, "catalog", 450, seed=12)
+    await index.upsert(t, items)
+    assert await index.count(t) == 450
+    # Then the last batch arrived like the first, and a replace across batches keeps exactly the new set
+    assert ids(await index.vector_search(t, items[-1].vector, 1)) == [items[-1].id]
+    shorter = make_items(t, "catalog", 230, seed=13, version="v2")
+    await index.replace_document(t, "catalog", shorter)
+    assert await index.count(t) == 230
+    assert ids(await index.vector_search(t, shorter[229].vector, 1)) == [shorter[229].id]
+
+
+async def test_deletes_past_the_servers_per_call_limit(
+    index: VectorIndex, tenant: Callable[[], str], backend: tuple[str, str | None],
+) -> None:
+    weaviate_only(backend, "one delete_many removes at most QUERY_MAXIMUM_RESULTS (10,000) objects")
+    t = tenant()
+    items = make_items(t, "huge", 10_250, seed=21, dim=8)
+    await index.upsert(t, items)
+    await index.upsert(t, make_items(t, "kept", 3, seed=22, dim=8))
+    # When the document goes, in more than one server call
+    assert await index.delete_document(t, "huge") == 10_250
+    # Then nothing of it is left, and the other document is untouched
+    assert await index.count(t) == 3
+
+
+async def test_two_processes_starting_on_a_fresh_collection(backend: tuple[str, str | None]) -> None:
+    weaviate_only(backend, "both processes try to create the collection")
+    collection = "ParleyConformance" + uuid.uuid4().hex[:8]
+    first, second = weaviate_index(collection), weaviate_index(collection)
+    t1, t2 = new_tenant(), new_tenant()
+    try:
+        # When two processes write for the first time at the same moment
+        await asyncio.gather(first.upsert(t1, make_items(t1, "a", 3)), second.upsert(t2, make_items(t2, "b", 4)))
+        # Then neither failed: the loser of the create found the collection and went on
+        assert (await first.count(t1), await second.count(t2)) == (3, 4)
+    finally:
+        await first.aclose()
+        await second.aclose()
+        async with raw_weaviate() as client:
+            await client.collections.delete(collection)  # type: ignore[attr-defined]
+
+
+async def test_an_inactive_tenant_is_reactivated(
+    index: VectorIndex, tenant: Callable[[], str], backend: tuple[str, str | None],
+) -> None:
+    weaviate_only(backend, "tenants have an activity status")
+    from weaviate.classes.tenants import Tenant, TenantActivityStatus
+
+    t = tenant()
+    items = make_items(t, "doc", 5, words="narwhal")
+    await index.upsert(t, items)
+    # Given the tenant deactivated on the server (an operator freeing memory)
+    async with raw_weaviate() as client:
+        collection = Settings(vector_backend="weaviate", weaviate_url=WEAVIATE_URL).weaviate_collection
+        tenants = client.collections.use(collection).tenants  # type: ignore[attr-defined]
+        await tenants.update(Tenant(name=t, activity_status=TenantActivityStatus.INACTIVE))
+    # Then searches and writes wake it (auto activation) instead of failing
+    assert ids(await index.vector_search(t, items[0].vector, 1)) == [items[0].id]
+    assert len(await index.keyword_search(t, "narwhal", 10)) == 5
+    await index.upsert(t, make_items(t, "doc2", 1))
+    assert await index.count(t) == 6
+
+
+async def test_an_inflected_keyword_query(
+    index: VectorIndex, tenant: Callable[[], str], backend: tuple[str, str | None], request: pytest.FixtureRequest,
+) -> None:
+    if backend[0] == "weaviate":
+        # Known difference (README, "From the embedded defaults ..."): Weaviate's BM25 tokenizes and drops
+        # stopwords but does not stem. Strict: the day it stems, this fails and the README is updated.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="Weaviate's BM25 does not stem: 'return' misses 'returns'"))
+    t = tenant()
+    items = make_items(t, "policy", 3)  # every text says "... explains shipping and returns."
+    await index.upsert(t, items)
+    # The embedded index stems query and text alike: "return" finds "returns", "explained" finds "explains"
+    assert sorted(ids(await index.keyword_search(t, "return", 10))) == sorted(i.id for i in items)
+    assert sorted(ids(await index.keyword_search(t, "explained", 10))) == sorted(i.id for i in items)

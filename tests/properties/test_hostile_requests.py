@@ -385,7 +385,8 @@ async def test_the_property_covers_every_public_route(gateway: Stack) -> None:
     paths = {path for _, path in routes_of(app_of(gateway))}
     for expected in ("/slack/events", "/slack/install", "/slack/oauth_redirect", "/instagram/webhook", "/shopify/install",
                      "/shopify/callback", "/shopify/webhooks", "/api/chat", "/api/documents", "/api/documents/{id}",
-                     "/api/slack/install-link", "/admin/login", "/admin/api/session", "/chat", "/healthz", "/readyz"):
+                     "/api/slack/install-link", "/admin/login", "/admin/api/session", "/chat", "/healthz", "/readyz",
+                     "/chat/w/{widget}", "/chat/w/{widget}/session", "/chat/w/{widget}/chat", "/admin/api/widgets"):
         assert expected in paths, expected
     assert ("GET", "/instagram/webhook") in routes_of(app_of(gateway))
     assert ("POST", "/instagram/webhook") in routes_of(app_of(gateway))

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.db import create_engine, create_sessionmaker
 from parley.settings import Settings
-from tests.retrieval.support import Embeddings
+from tests.retrieval.support import ChatEmulator, Embeddings
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +58,12 @@ async def writer(rsettings: Settings, sessions: async_sessionmaker[AsyncSession]
     index = create_vector_index(rsettings, role="writer", sessions=sessions)
     yield index
     await index.aclose()
+
+
+@pytest.fixture
+async def chat() -> AsyncIterator[ChatEmulator]:
+    """A local OpenAI-compatible chat server (`ChatEmulator`), running for the test."""
+    emulator = ChatEmulator()
+    await emulator.start()
+    yield emulator
+    await emulator.close()

@@ -261,11 +261,14 @@ class ChatEmulator:
     for ``release`` and answers normally).
 
     Its "model" reads the context it is sent: it answers with the first sentence of passage [1]
-    and cites [1]; asked to rewrite a follow-up, it returns ``rewrite_reply``.
+    and cites [1], or with the next of ``answers`` (what a real model wrote, [n] markers and all);
+    asked to rewrite a follow-up, it returns ``rewrite_reply``. `instructed` reads back what an
+    answer request's system prompt told the model (language, citations, how to refuse).
     """
 
     def __init__(self) -> None:
         self.script: list[str] = []
+        self.answers: list[str] = []
         self.requests: list[dict[str, Any]] = []
         self.held = asyncio.Event()
         self.release = asyncio.Event()
@@ -309,6 +312,8 @@ class ChatEmulator:
     def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
         if _is_rewrite(body):
             content = self.rewrite_reply
+        elif self.answers:
+            content = self.answers.pop(0)
         else:
             user = body["messages"][-1]["content"]
             m = re.search(r"^\[1\][^\n]*\n(.+?)(?:\n\n|$)", user, re.S | re.M)
@@ -319,6 +324,19 @@ class ChatEmulator:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
         }
+
+
+def instructed(body: dict[str, Any]) -> dict[str, Any]:
+    """What an answer request's system prompt tells the model: the language to answer in (named, or
+    "question" when only "the language of the question"), the passage numbers it may cite, and the
+    exact reply that means "not in the passages"."""
+    system = body["messages"][0]["content"]
+    named = re.search(r"The question is in (\w+): write the answer in \1\b", system)
+    unnamed = "write the answer in the language the question is written in" in system.lower()
+    cites = re.search(r"Cite the passage\(s\) .* square brackets.* \(1 to (\d+)\)", system)
+    refuse = re.search(r"do not contain the answer, reply with exactly (\S+) and nothing else", system)
+    return {"language": named.group(1) if named else "question" if unnamed else None,
+            "cite_up_to": int(cites.group(1)) if cites else None, "not_found": refuse.group(1) if refuse else None}
 
 
 def _is_rewrite(body: dict[str, Any]) -> bool:

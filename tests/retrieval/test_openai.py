@@ -6,8 +6,6 @@ through the real openai SDK. Retries are counted by the requests the emulator re
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from retrieval.schemas import QueryRequest, Turn
@@ -16,14 +14,6 @@ from tests.retrieval.support import ChatEmulator, make_config, running_app, seed
 pytestmark = pytest.mark.parametrize("db_backend", ["sqlite"])  # the database is not what is under test here
 
 QUESTION = "How long does delivery to Canada take?"
-
-
-@pytest.fixture
-async def chat() -> AsyncIterator[ChatEmulator]:
-    emulator = ChatEmulator()
-    await emulator.start()
-    yield emulator
-    await emulator.close()
 
 
 def openai_config(chat: ChatEmulator, **changes):  # type: ignore[no-untyped-def]

@@ -42,7 +42,7 @@ def test_rrf_rewards_agreement_between_the_legs() -> None:
     # Given a hit second in both lists and hits first in only one
     vector = [hit("a", score=0.9), hit("both", score=0.8)]
     keyword = [hit("k", score=12.0), hit("both", score=11.0)]
-    fused = fuse(vector, keyword, FusionConfig(k=60))
+    fused = fuse(vector, keyword, FusionConfig(method="rrf", k=60))
     # Then agreement wins, and scores are the RRF sums
     assert [f.hit.id for f in fused][0] == "both"
     assert fused[0].score == pytest.approx(2 / 62)

@@ -58,3 +58,34 @@ def screenshot_dir(default: Path) -> Path:
     folder = Path(os.environ.get("PARLEY_SCREENSHOT_DIR") or default)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+class Waits:
+    """A page's elements, each waited for (bounds for a loaded machine, never a measurement):
+    ``find`` a visible one, its ``text`` (read again if a refresh replaced it), ``click`` it."""
+
+    def __init__(self, driver: Any, timeout: float = 60.0) -> None:
+        from selenium.common.exceptions import StaleElementReferenceException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        self.driver = driver
+        self.wait = WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException])
+
+    def find(self, css: str) -> Any:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions as ec
+
+        return self.wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, css)))
+
+    def text(self, css: str) -> str:
+        from selenium.webdriver.common.by import By
+
+        return str(self.wait.until(lambda d: next(
+            (e.text for e in d.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()), None)))
+
+    def click(self, css: str) -> None:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions as ec
+
+        self.wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, css)))
+        self.wait.until(lambda d: d.find_element(By.CSS_SELECTOR, css).click() or True)

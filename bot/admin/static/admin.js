@@ -2,7 +2,9 @@
 // The session is an HttpOnly cookie; every POST carries the CSRF token from /admin/api/session.
 "use strict";
 
-const PAGE = location.pathname.replace(/^\/admin\/?/, "").split("/")[0] || "documents";
+const PATH = location.pathname.replace(/^\/admin\/?/, "").split("/");
+// /admin/documents/{id} is a document's page (documents.js); the nav marks "documents" for it
+const PAGE = PATH[0] === "documents" && PATH[1] ? "document" : PATH[0] || "documents";
 const REFRESH = { documents: 2000, history: 3000, jobs: 2000, "dead-letters": 2500, channels: 5000, conversations: 3000 };
 const $ = (id) => document.getElementById(id);
 let csrf = null;
@@ -101,36 +103,7 @@ function poll(load, every) {
 
 const views = {};
 
-views.documents = () => {
-  const refresh = poll(async () => {
-    const { documents, counts } = await api("documents?limit=200");
-    $("doc-counts").replaceChildren(...Object.entries(counts).map(([s, n]) => el("span", { class: "chip" }, s, el("b", { text: n }))));
-    fill("documents", documents.map((d) => el("tr", { "data-id": d.id, "data-filename": d.filename, "data-status": d.status },
-      el("td", {}, el("span", { class: "name", text: d.filename }), el("span", { class: "sub", text: "from " + d.source })),
-      el("td", {}, badge(d.status)),
-      el("td", { class: "num", text: d.status === "indexed" ? d.chunks : "" }),
-      el("td", { class: "num", text: bytes(d.size) }),
-      el("td", {}, when(d.updated_at)),
-      el("td", { class: "reason" }, d.error || "", d.error_code ? el("span", { class: "sub", text: d.error_code }) : null))));
-  }, REFRESH.documents);
-
-  $("upload-form").addEventListener("submit", async (e) => {
-    e.preventDefault();
-    const files = $("upload-files").files;
-    if (!files.length) { $("upload-msg").textContent = "Choose one or more files first."; return; }
-    const form = new FormData();
-    for (const f of files) form.append("file", f, f.name);
-    $("upload-msg").textContent = "Uploading…";
-    try {
-      const r = await api("documents", { method: "POST", body: form });
-      const rejected = r.rejected.map((x) => x.detail).join("; ");
-      $("upload-msg").textContent = "Received " + r.documents.map((d) => d.filename).join(", ") +
-        " — indexing in the background." + (rejected ? " Refused: " + rejected : "");
-    } catch (err) { $("upload-msg").textContent = "Upload failed: " + err.message; }
-    $("upload-files").value = "";
-    refresh();
-  });
-};
+// views.documents, views.document and views.jobs: documents.js
 
 const CHANNEL = { slack: "Slack", instagram: "Instagram", web: "Web chat and dashboard" };
 
@@ -207,12 +180,13 @@ views.jobs = () => poll(async () => {
     bar.children[0].style.width = (100 * j.done / total) + "%";
     bar.children[1].style.width = (100 * j.failed / total) + "%";
     const pending = j.total - j.done - j.failed;
-    return el("tr", { "data-id": j.id, "data-status": j.status, "data-done": j.done, "data-failed": j.failed, "data-total": j.total },
+    return el("tr", { id: "job-" + j.id, class: location.hash === "#job-" + j.id ? "target" : "", // linked from a document's page
+      "data-id": j.id, "data-status": j.status, "data-done": j.done, "data-failed": j.failed, "data-total": j.total },
       el("td", {}, el("span", { class: "name", text: j.description || j.kind }), el("span", { class: "sub", text: j.kind })),
       el("td", {}, badge(j.status)),
       el("td", {}, bar, el("div", { class: "bar-label", text: j.done + " done · " + j.failed + " failed · " +
         pending + " pending · " + j.total + " total" })),
-      el("td", { class: j.failed ? "reason" : "", text: j.report }),
+      el("td", { class: "report" }, jobReport(j.id, j.breakdown)), // documents.js: success first, failures grouped
       el("td", {}, when(j.created_at), j.finished_at ? el("span", { class: "sub", text: "finished " + ago(j.finished_at) }) : null));
   }));
 }, REFRESH.jobs);
@@ -238,9 +212,10 @@ views["dead-letters"] = () => {
       el("td", { class: "num", text: d.attempts }),
       el("td", {}, when(d.dead_lettered_at)),
       el("td", {}, badge(d.status), d.replayed_at ? el("span", { class: "sub", text: "replayed " + ago(d.replayed_at) }) : null),
-      el("td", {}, d.status === "dead"
-        ? el("button", { class: "small primary replay", "data-id": d.id, text: "Replay", on: { click: (e) => replay(e.target, d.id) } })
-        : null))));
+      el("td", { class: "replay-cell" }, d.status === "dead" && d.replayable
+        ? el("button", { class: "small primary replay", "data-id": d.id, text: "Replay", title: d.replay_note || "",
+            on: { click: (e) => replay(e.target, d.id) } })
+        : d.status === "dead" ? el("span", { class: "sub why-not", text: "Replaying cannot help: " + d.replay_note }) : null))));
   }, REFRESH["dead-letters"]);
   $("dlq-all").addEventListener("change", () => refresh());
 };
@@ -248,8 +223,9 @@ views["dead-letters"] = () => {
 const KIND = { slack: "Slack workspace", instagram: "Instagram account", shopify: "Shopify store", web: "Web" };
 
 views.channels = () => poll(async () => {
-  const { channels } = await api("channels");
+  let { channels } = await api("channels");
   const order = ["slack", "instagram", "shopify"];
+  channels = channels.filter((c) => c.kind !== "web"); // widgets have their own section, below
   channels.sort((a, b) => order.indexOf(a.kind) - order.indexOf(b.kind));
   $("channels-empty").hidden = channels.length > 0;
   $("channels-list").replaceChildren(...channels.map((c) => {
@@ -270,6 +246,50 @@ views.channels = () => poll(async () => {
       el("dl", {}, rows.map(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)])));
   }));
 }, REFRESH.channels);
+
+// --- the web chat widget (a section of the channels page; bot/admin/widgets.py) --------------
+
+const channelCards = views.channels;
+views.channels = () => { channelCards(); widgetSection(); };
+
+function widgetSection() {
+  const post = (path, body) => api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body || {}) });
+  const sites = (text) => text.split(/[\s,]+/).filter(Boolean);
+  async function act(promise, done) {
+    try { await promise; flash(done); } catch (err) { flash("Not changed: " + err.message, true); }
+    draw();
+  }
+  function copy(button, text) {
+    const done = () => { button.textContent = "Copied"; setTimeout(() => { button.textContent = "Copy"; }, 2000); };
+    if (navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(text).then(done, () => flash("Select the snippet and copy it.", true));
+    else { const range = document.createRange(); range.selectNodeContents(button.previousSibling); getSelection().removeAllRanges(); getSelection().addRange(range); flash("Snippet selected: press Ctrl+C (or ⌘C) to copy it."); }
+  }
+  function card(w) {
+    const origins = el("input", { type: "text", value: w.allowed_origins.join(" "), title: "sites that may show it" });
+    const live = w.status === "active";
+    return el("div", { class: "widget", "data-widget": w.id, "data-status": w.status },
+      el("div", { class: "widget-head" }, el("span", { class: "name", text: w.name }), el("code", { text: w.id }), badge(w.status),
+        live ? el("a", { href: w.frame_url, target: "_blank", rel: "noopener", text: "Open the chat" }) : null),
+      live ? el("div", { class: "snippet" }, el("code", { class: "snippet-code", text: w.snippet }),
+        el("button", { type: "button", class: "small copy", text: "Copy", on: { click: (e) => copy(e.target, w.snippet) } })) : null,
+      live ? el("form", { class: "widget-form", on: { submit: (e) => {
+        e.preventDefault();
+        act(post("widgets/" + w.id + "/origins", { origins: sites(origins.value) }), "Sites of " + w.id + " saved.");
+      } } }, el("label", { text: "Sites" }), origins, el("button", { type: "submit", class: "small", text: "Save" }),
+        el("button", { type: "button", class: "small revoke", text: "Switch off", on: { click: () =>
+          act(post("widgets/" + w.id + "/revoke"), w.id + " switched off: it no longer shows on any site.") } })) : null);
+  }
+  async function draw() {
+    const { widgets } = await api("widgets");
+    $("widgets-list").replaceChildren(...widgets.map(card));
+  }
+  $("widget-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    act(post("widgets", { origins: sites($("widget-origins").value) }), "Widget created: copy its snippet into your site.")
+      .then(() => { $("widget-origins").value = ""; });
+  });
+  draw().catch((err) => flash("Widgets: " + err.message, true));
+}
 
 views.conversations = () => poll(async () => {
   const { messages, latency } = await api("conversations?limit=100");
@@ -331,7 +351,8 @@ async function session() {
 }
 
 async function start() {
-  for (const link of document.querySelectorAll("#nav a")) link.classList.toggle("active", link.dataset.page === PAGE);
+  const section = PAGE === "document" ? "documents" : PAGE;
+  for (const link of document.querySelectorAll("#nav a")) link.classList.toggle("active", link.dataset.page === section);
   const view = document.querySelector('[data-view="' + PAGE + '"]');
   if (!view || !views[PAGE]) { location.href = "/admin/documents"; return; }
   const me = await session();
@@ -344,4 +365,5 @@ async function start() {
   views[PAGE]();
 }
 
-start().catch((e) => live(false, e.message));
+// After every deferred script (documents.js adds its views), not as soon as this one has run.
+document.addEventListener("DOMContentLoaded", () => start().catch((e) => live(false, e.message)));

@@ -83,8 +83,8 @@ def ignore_reason(account_id: str, event: dict[str, Any]) -> str | None:
         return "unsupported"
     if not message.get("mid") or not sender:
         return "incomplete"
-    if not str(message.get("text") or "").strip() and not documents_of(message):
-        return "no_text"
+    if not str(message.get("text") or "").strip() and not documents_of(message) and message.get("attachments"):
+        return "no_text"  # a photo, a share, a story mention: not a question (a blank text gets a polite reply)
     return None
 
 

@@ -118,9 +118,12 @@ class SlackChannel:
 
     async def send(self, *, tenant_id: str, route: dict[str, Any], reply: Reply, progress: dict[str, Any]) -> None:
         token = await self._token(tenant_id, route)
+        where: dict[str, str] = {"channel": str(route.get("channel_id"))}
+        if route.get("thread_ts"):  # the question was asked in a thread: everything about it goes there
+            where["thread_ts"] = str(route["thread_ts"])
         try:
-            await self.client.chat_postMessage(token=token, channel=str(route.get("channel_id")), text=format_reply(reply),
-                                               unfurl_links=False, unfurl_media=False)
+            await self.client.chat_postMessage(token=token, text=format_reply(reply), unfurl_links=False,
+                                               unfurl_media=False, **where)
         except Exception as exc:
             raise slack_failure(exc, "chat.postMessage") from exc
 

@@ -2,8 +2,14 @@
 channel-neutral `IncomingMessage` they become.
 
 Answered: ``message`` events in a DM (``channel_type == "im"``) from a person, with no subtype
-(text) or ``file_share`` (files). Ignored: other bots (``bot_id``, ``bot_message``), edits
-(``message_changed``), deletions (``message_deleted``), hidden and system subtypes, channels.
+(text), ``file_share`` (files, with or without a question in ``text``) or ``thread_broadcast``
+(a thread reply also sent to the DM). A reply in a thread (``thread_ts`` other than its own
+``ts``) carries the thread in its route, so the answer and every notice about it (upload
+received / indexed / failed, "slow down", an apology) go into that thread, and the thread is its
+own conversation (its turns are the follow-up history); a top-level DM stays top-level. A blank
+DM is answered too (politely: what would you like to know?). Ignored: other bots (``bot_id``,
+``bot_message``), edits (``message_changed``), deletions (``message_deleted``), hidden and system
+subtypes, channels.
 Our own bot's messages never get here: Bolt's self-event middleware drops them first.
 
 The message is identified by ``team:channel:ts`` - ``ts`` is unique within a channel - so
@@ -18,7 +24,7 @@ from typing import Any
 
 from bot.conversation.schemas import Attachment, IncomingMessage
 
-ANSWERED_SUBTYPES = {None, "file_share"}
+ANSWERED_SUBTYPES = {None, "file_share", "thread_broadcast"}
 
 
 def ignore_reason(event: dict[str, Any]) -> str | None:
@@ -34,11 +40,7 @@ def ignore_reason(event: dict[str, Any]) -> str | None:
         return "bot"
     if event.get("hidden"):
         return "hidden"
-    if subtype == "file_share" and event.get("files"):
-        return None
-    if not str(event.get("text") or "").strip():
-        return "empty"
-    return None
+    return None  # a blank message too: it gets a polite "what would you like to know?"
 
 
 def _attachment(f: dict[str, Any]) -> Attachment:
@@ -62,14 +64,20 @@ def to_incoming(tenant_id: str, team_id: str, event: dict[str, Any]) -> Incoming
         sent_at = None
     files = tuple(_attachment(f) for f in event.get("files") or [] if isinstance(f, dict))
     user = str(event.get("user"))
+    route = {"team": team_id, "channel_id": channel_id, "user": user}
+    conversation = f"slack:{team_id}:{channel_id}"
+    thread = event.get("thread_ts")
+    if isinstance(thread, str) and thread and thread != ts:  # a reply in a thread: answered in that thread
+        route["thread_ts"] = thread
+        conversation += f":{thread}"
     return IncomingMessage(
         channel="slack",
         tenant_id=tenant_id,
         external_event_id=f"{team_id}:{channel_id}:{ts}",
-        conversation_id=f"slack:{team_id}:{channel_id}",
+        conversation_id=conversation,
         sender_id=user,
         text=str(event.get("text") or ""),
-        route={"team": team_id, "channel_id": channel_id, "user": user},
+        route=route,
         sent_at=sent_at,
         attachments=files if event.get("subtype") == "file_share" else (),
     )

@@ -1,8 +1,10 @@
 """Web chat and the tenant admin API, for the tenant of the API key (``Authorization: Bearer pk_...``).
 
     GET  /chat                      the static chat page (no build step) and /chat/static/ its script and style
+    GET  /chat/widget.js, /chat/w/{widget}[/session|/chat]   the embeddable widget (`bot.channels.web.widget`)
     POST /api/chat                  {"message", "conversation_id"?, "client_message_id"?} -> answer + citations
     POST /api/documents             multipart "file" parts, streamed and size-capped -> 202 + documents
+                                    (an optional "password" field opens password-protected PDFs)
                                     (who may: the tenant's uploader policy for "web"; 403 when closed)
     GET  /api/documents[?status=]   GET /api/documents/{id}
     GET  /api/jobs                  GET /api/jobs/{id}   (with the report: "3 of 4 indexed; 1 failed: ...")
@@ -33,6 +35,7 @@ import html
 import re
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +52,8 @@ from parley.db import unit_of_work
 from knowledge.repository import DocumentRepository, JobRepository
 from knowledge.audit import Actor
 from knowledge.service import job_report, refuse_upload
-from parley.errors import Forbidden, InvalidInput, ParleyError, TooLarge, Unavailable
+from parley.errors import BadQuestion, Forbidden, InvalidInput, ParleyError, TooLarge, Unavailable
+from retrieval.schemas import MAX_MESSAGE_CHARS, question_problem
 from tenants import uploaders
 from knowledge.models import Document, DocumentStatus
 
@@ -75,7 +79,9 @@ class WebChannel:
         yield  # pragma: no cover
 
     async def standing(self, *, tenant_id: str, route: dict[str, Any], sender_id: str) -> Standing:
-        return Standing(admin=True, why="holds an admin API key")  # the web chat needs one to say anything
+        if sender_id.startswith("visitor:"):  # an anonymous visitor of a tenant's widget
+            return Standing(admin=False, why="a web chat widget visitor")
+        return Standing(admin=True, why="holds an admin API key")  # the chat page and the API need one
 
 
 def _iso(value: Any) -> str | None:
@@ -99,18 +105,24 @@ def message_json(m: InboundMessage) -> dict[str, Any]:
 
 
 async def chat(request: web.Request) -> web.Response:
-    gw, tenant_id, key_id = request.app[GATEWAY], request[TENANT], request[API_KEY_ID]
-    data = await read_json(request)
+    key_id = request[API_KEY_ID]
+    return await answer_now(request.app[GATEWAY], await read_json(request), tenant_id=request[TENANT],
+                            sender_id=f"api_key:{key_id}", scope=key_id)
+
+
+async def answer_now(gw: Any, data: dict[str, Any], *, tenant_id: str, sender_id: str, scope: str) -> web.Response:
+    """Ask ``data["message"]`` as ``sender_id`` and answer in the response (the chat page, the API and
+    the widget). ``scope`` keeps one sender's conversations and resends apart from everyone else's."""
     message = str(data.get("message") or "").strip()
-    if not message:
-        raise InvalidInput("'message' is required")
+    if not message or len(message) > MAX_MESSAGE_CHARS:  # a 400 whose detail is the polite reply, never cut short
+        raise BadQuestion(question_problem(message) or "'message' is required")
     conversation = str(data.get("conversation_id") or "default")[:64]
     client_id = str(data.get("client_message_id") or uuid.uuid4().hex)[:64]
     incoming = IncomingMessage(
-        channel="web", tenant_id=tenant_id, external_event_id=f"{key_id}:{client_id}",
-        conversation_id=f"web:{key_id}:{conversation}", sender_id=f"api_key:{key_id}", text=message[:4000],
+        channel="web", tenant_id=tenant_id, external_event_id=f"{scope}:{client_id}",
+        conversation_id=f"web:{scope}:{conversation}", sender_id=sender_id, text=message[:4000],
     )
-    gw.limits.check_question(incoming, gw.answers)  # 429 past the key's or tenant's rate, or a full backlog
+    gw.limits.check_question(incoming, gw.answers)  # 429 past the sender's or tenant's rate, or a full backlog
     accepted = await gw.writer.accept(incoming, want_existing=True)
     if accepted.created:
         outcome = await gw.answers.run(tenant_id, accepted.message_id)
@@ -149,9 +161,55 @@ async def web_uploader(gw: Any, tenant_id: str, key_id: str) -> Actor:
     return actor
 
 
+#: The longest PDF password taken (PDF passwords are at most 127 bytes; room for UTF-8).
+PASSWORD_MAX_BYTES = 512
+
+
+def check_password(value: Any) -> str | None:
+    """A password a person typed, or None when the field was left empty; a clear 400 otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput("'password' must be text")
+    if len(value.encode("utf-8", "surrogatepass")) > PASSWORD_MAX_BYTES:
+        raise InvalidInput(f"the password is longer than {PASSWORD_MAX_BYTES} bytes")
+    return value or None
+
+
+async def read_password(part: BodyPartReader) -> str | None:
+    data = b""
+    async for chunk in _chunks(part):
+        data += chunk
+        if len(data) > PASSWORD_MAX_BYTES:
+            raise InvalidInput(f"the password is longer than {PASSWORD_MAX_BYTES} bytes")
+    try:
+        return check_password(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("the password is not valid UTF-8 text") from exc
+
+
+@dataclass(frozen=True)
+class VersionOf:
+    """The document an upload is a new version of (the dashboard's "upload a new version")."""
+
+    document_id: str
+    source: str
+    filename: str
+
+
 async def upload(request: web.Request) -> web.Response:
+    return await take_upload(request)
+
+
+async def take_upload(request: web.Request, *, version_of: VersionOf | None = None) -> web.Response:
+    """Multipart "file" parts (and an optional "password" field: the password of protected PDFs in
+    the upload, sealed with the platform's key for the worker and stored nowhere). ``version_of``:
+    one file, a new version of that document (kept under its name and source, whatever the file
+    is called), which replaces it once indexed."""
     gw, tenant_id = request.app[GATEWAY], request[TENANT]
     actor = await web_uploader(gw, tenant_id, request[API_KEY_ID])
+    max_files = 1 if version_of is not None else MAX_FILES_PER_REQUEST
+    password: str | None = None
     limit = await gw.intake.limit_for(tenant_id)
     if request.content_length is not None and request.content_length > limit * MAX_FILES_PER_REQUEST + (1 << 20):
         raise TooLarge(f"the upload is larger than {MAX_FILES_PER_REQUEST} files of the {limit:,}-byte limit")
@@ -162,11 +220,14 @@ async def upload(request: web.Request) -> web.Response:
     rejected: list[dict[str, str]] = []
     try:  # whatever ends the request early (too many files, a broken body, a lost client), no blob stays behind
         while (part := await reader.next()) is not None:
+            if isinstance(part, BodyPartReader) and part.name == "password" and not part.filename:
+                password = await read_password(part)
+                continue
             if not isinstance(part, BodyPartReader) or not part.filename:
                 continue
-            if len(stored) + len(rejected) >= MAX_FILES_PER_REQUEST:
-                raise TooLarge(f"at most {MAX_FILES_PER_REQUEST} files per upload; nothing was kept")
-            name = Path(part.filename).name[:255] or "upload"
+            if len(stored) + len(rejected) >= max_files:
+                raise TooLarge(f"at most {max_files} file{'s' if max_files > 1 else ''} per upload; nothing was kept")
+            name = version_of.filename if version_of is not None else Path(part.filename).name[:255] or "upload"
             try:
                 mime = gw.intake.check_supported(name, part.headers.get("Content-Type"))
                 blob = await gw.intake.store(tenant_id, name, _chunks(part), max_bytes=limit)
@@ -184,8 +245,10 @@ async def upload(request: web.Request) -> web.Response:
                 r["error"] == "unsupported_type" for r in rejected) else 400
             return web.json_response({"error": rejected[0]["error"], "detail": "; ".join(r["detail"] for r in rejected),
                                       "rejected": rejected}, status=status)
-        submission = await gw.intake.submit(tenant_id, source="web", files=stored, notify=None,
-                                            description=f"{len(stored)} files uploaded in the web chat", actor=actor)
+        submission = await gw.intake.submit(tenant_id, source=version_of.source if version_of else "web", files=stored,
+                                            notify=None, description=f"{len(stored)} files uploaded in the web chat",
+                                            actor=actor, sealed_password=gw.box.encrypt(password) if password else None,
+                                            version_of=version_of.document_id if version_of else None)
     except BaseException:
         await asyncio.shield(gw.intake.discard(tenant_id, [f.blob for f in stored]))
         raise
@@ -285,15 +348,20 @@ async def root(request: web.Request) -> web.Response:
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     if request.path == "/chat" or request.path.startswith("/chat/"):
+        if request.path.startswith("/chat/w/") and "Content-Security-Policy" in response.headers:
+            return  # the widget's frame sets its own: framing allowed to the widget's origins only (bot.channels.web.widget)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
 
 
 def setup_web_routes(app: web.Application) -> None:
+    from bot.channels.web.widget import setup_widget_routes  # it builds on this module's answer_now
+
     app.on_response_prepare.append(_security_headers)
     app.router.add_get("/", root)
     app.router.add_get("/chat", chat_page)
     app.router.add_static("/chat/static", STATIC, append_version=False)
+    setup_widget_routes(app)  # the embeddable widget: /chat/widget.js and its frame (bot.channels.web.widget)
     app.router.add_post("/api/chat", auth(chat))
     app.router.add_post("/api/documents", auth(upload))
     app.router.add_get("/api/documents", auth(list_documents))

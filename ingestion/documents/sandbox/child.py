@@ -24,8 +24,16 @@ from parley import formats
 _MIB = 1024 * 1024
 
 
+#: A new interpreter gets a PDF's password here, not in its argv (which anyone on the host can read).
+PASSWORD_ENV = "PARLEY_DOCUMENT_PASSWORD"
+
+
 def main() -> int:
-    return run(json.loads(sys.argv[1]))
+    request = json.loads(sys.argv[1])
+    password = os.environ.pop(PASSWORD_ENV, None)
+    if password:
+        request["password"] = password
+    return run(request)
 
 
 def run(request: dict[str, Any]) -> int:
@@ -56,7 +64,8 @@ def _handle(request: dict[str, Any]) -> dict[str, Any]:
         else:
             data = sys.stdin.buffer.read()
         document = extract(
-            data, filename=request.get("filename"), declared_mime=request.get("declared_mime")
+            data, filename=request.get("filename"), declared_mime=request.get("declared_mime"),
+            password=request.get("password") or None,
         )
         return {"ok": True, "document": document.to_dict()}
     except ExtractionError as exc:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ingestion.documents.sandbox import forkserver
+from ingestion.documents.sandbox.child import PASSWORD_ENV
 from ingestion.documents.errors import ExtractionError, SandboxFailure
 from ingestion.documents.model import ExtractedDocument
 
@@ -50,16 +51,19 @@ async def extract_document(
     time_limit_s: float = DEFAULT_TIME_LIMIT_S,
     memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB,
     plugins: Sequence[str | os.PathLike[str]] = (),
+    password: str | None = None,
 ) -> ExtractedDocument:
     """Extract a document without blocking the event loop.
 
     `source` is the file's bytes, or a path the child reads itself (str or PathLike).
     `plugins` are Python files the child executes before parsing; they may call
     `extract.register_format` (tests use this to inject hostile parsers).
+    `password` opens a password-protected PDF; it reaches the child over the fork server's
+    socket, or a new interpreter's environment, never a command line, and is never logged.
     Raises an `ExtractionError` subclass; cancelling the call kills the child.
     """
     command, stdin_data, limits = _prepare(
-        source, filename, declared_mime, time_limit_s, memory_limit_mb, plugins
+        source, filename, declared_mime, time_limit_s, memory_limit_mb, plugins, password
     )
     key, nice = tuple(limits["plugins"]), _niceness()
     for _ in range(2):  # a second try only when the zygote died before forking our child
@@ -83,10 +87,11 @@ def extract_document_sync(
     time_limit_s: float = DEFAULT_TIME_LIMIT_S,
     memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB,
     plugins: Sequence[str | os.PathLike[str]] = (),
+    password: str | None = None,
 ) -> ExtractedDocument:
     """Blocking twin of `extract_document`, for scripts and threads (never the event loop)."""
     command, stdin_data, limits = _prepare(
-        source, filename, declared_mime, time_limit_s, memory_limit_mb, plugins
+        source, filename, declared_mime, time_limit_s, memory_limit_mb, plugins, password
     )
     key, nice = tuple(limits["plugins"]), _niceness()
     for _ in range(2):
@@ -277,7 +282,7 @@ async def _spawned_async(
     try:
         proc = await asyncio.create_subprocess_exec(
             *command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=_child_env(), cwd=_PACKAGE_ROOT, process_group=0,
+            env=_child_env(limits.get("password")), cwd=_PACKAGE_ROOT, process_group=0,
         )
     except OSError as exc:
         raise _unavailable(exc) from None
@@ -301,7 +306,7 @@ def _spawned_sync(
     try:
         proc = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=_child_env(), cwd=_PACKAGE_ROOT, process_group=0,
+            env=_child_env(limits.get("password")), cwd=_PACKAGE_ROOT, process_group=0,
         )
     except OSError as exc:
         raise _unavailable(exc) from None
@@ -329,6 +334,7 @@ def _prepare(
     time_limit_s: float,
     memory_limit_mb: int,
     plugins: Sequence[str | os.PathLike[str]],
+    password: str | None = None,
 ) -> tuple[list[str], bytes | None, dict[str, Any]]:
     if time_limit_s <= 0 or memory_limit_mb <= 0:
         raise ValueError("time_limit_s and memory_limit_mb must be positive")
@@ -350,12 +356,16 @@ def _prepare(
         request["filename"] = filename or path.name
         stdin_data = None
     command = [sys.executable, "-s", "-X", "faulthandler", "-c", _CHILD_MAIN, json.dumps(request)]
+    if password:  # for the fork server's socket; a new interpreter gets it in its environment
+        request["password"] = password
     return command, stdin_data, request
 
 
-def _child_env() -> dict[str, str]:
-    """Only what the interpreter needs: the worker's secrets stay in the worker."""
+def _child_env(password: str | None = None) -> dict[str, str]:
+    """Only what the interpreter needs: the worker's secrets stay in the worker (a document's
+    own password, when it has one, goes to the interpreter that opens it, in its environment)."""
     return {
+        **({PASSWORD_ENV: password} if password else {}),
         "PATH": os.defpath,
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
