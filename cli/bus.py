@@ -48,12 +48,21 @@ async def dlq_list(ctx: Ctx, queue: str | None, tenant_name: str | None, include
     if ctx.as_json:
         emit(ctx, rows, [])
         return
+    if not rows:
+        emit(ctx, rows, [], title="dead letters")
+        return
+    # One block per dead letter, not a table: a file name, a reason and what to do are long, and at
+    # 80 columns a nine-column table cut every one of them to a few letters.
+    out.print(f"[bold]{plural(len(rows), 'dead letter')}[/bold], newest first")
     for row in rows:
-        row["replay"] = ("yes" + (f": {row['replay_note']}" if row["replay_note"] else "")) if row["replayable"] \
-            else ("no" if row["status"] != "dead" else f"no: {row['replay_todo'] or row['replay_note']}")
-        row["when"] = row["when"][:16].replace("T", " ")
-    emit(ctx, rows, ["id", "queue", "tenant", "file", "failure", "attempts", "status", "when", "replay"],
-         title="dead letters")
+        replay = ("yes" + (f" ({row['replay_note']})" if row["replay_note"] else "")) if row["replayable"] \
+            else ("no (already replayed)" if row["status"] != "dead" else f"no: {row['replay_todo'] or row['replay_note']}")
+        where = " · ".join(str(x) for x in (row["tenant"], row["queue"], row["when"][:16].replace("T", " "),
+                                             plural(row["attempts"] or 0, "attempt")) if x)
+        out.print(f"\n[bold]{row['id']}[/bold]  {row['file'] or row['type']}", highlight=False, soft_wrap=True)
+        out.print(f"    {where}", highlight=False)
+        out.print(f"    failed: {row['failure']}", highlight=False)
+        out.print(f"    replay: {replay}", highlight=False)
 
 
 async def _names(session: Any, rows: Any) -> tuple[dict[str, str], dict[int, str]]:

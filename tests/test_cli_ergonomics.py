@@ -169,13 +169,14 @@ def test_dead_letters_show_tenant_and_file_and_a_replay_that_cannot_help_is_refu
     ids = asyncio.run(_dead_letters(tmp_path))
     # When the admin lists the dead letters
     rows = {r["id"]: r for r in json.loads(parley(tmp_path, "dlq", "list", "--json").stdout)}
-    table = parley(tmp_path, "dlq", "list", env={"COLUMNS": "200"}).stdout
+    table = parley(tmp_path, "dlq", "list", env={"COLUMNS": "80"}).stdout
     # Then each names its tenant and file, and says whether a replay can help
     locked, flaky = rows[ids["locked.pdf"]], rows[ids["flaky.docx"]]
     assert (locked["tenant"], locked["file"], locked["replayable"]) == ("acme", "locked.pdf", False)
     assert "give the password" in locked["replay_note"]
     assert (flaky["tenant"], flaky["file"], flaky["replayable"]) == ("acme", "flaky.docx", True)
-    assert "locked.pdf" in table and "acme" in table and "no: give the password" in table
+    assert "locked.pdf" in table and "acme" in table and "replay: no: give the password" in table
+    assert "flaky.docx" in table and "replay: yes" in table  # whole, at 80 columns
     # When the PDF's dead letter is replayed by its id alone (no --queue), it is refused with what to do
     _one_line_error(parley(tmp_path, "dlq", "replay", str(ids["locked.pdf"])), "cannot replay", "give the password",
                     "--force")
