@@ -101,26 +101,63 @@ def is_id_column(name: str) -> bool:
     return name == "id" or name.endswith(("_id", " id")) or name == "sync_job"
 
 
+#: Shortest id prefix a table shows when whole ids leave the other columns no room.
+SHORT_ID = 8
+#: Width a non-id column needs to stay readable (a file name, a status, a date).
+READABLE_COLUMN = 14
+
+
+def shortest_unique_prefixes(ids: list[str], minimum: int = SHORT_ID) -> dict[str, str]:
+    """Each id's shortest prefix (at least ``minimum`` characters) that no other id in ``ids`` shares;
+    every command takes a unique prefix wherever it takes an id (`parley.repository.resolve_id`)."""
+    unique = sorted(set(ids))
+    out: dict[str, str] = {}
+    for i, value in enumerate(unique):
+        need = minimum
+        for other in (unique[i - 1] if i else "", unique[i + 1] if i + 1 < len(unique) else ""):
+            common = len(next((value[:k] for k in range(min(len(value), len(other)), 0, -1)
+                               if value[:k] == other[:k]), ""))
+            need = max(need, common + 1)
+        out[value] = value[:need]
+    return out
+
+
 def emit(ctx: Ctx, rows: list[dict[str, Any]], columns: list[str], *, title: str | None = None) -> None:
-    """Rows as a table (or JSON with --json). Id columns are never wrapped nor cut while the terminal
-    has room for them, so an id can be copied whole; the other columns wrap instead."""
+    """Rows as a table (or JSON with --json). Ids are never cut with an ellipsis: they are shown whole
+    when the terminal has room for them and for the other columns, else as their shortest unique
+    prefixes (which every command accepts), so an id can always be copied and used."""
     if ctx.as_json:
         click.echo(json.dumps(rows, default=str, indent=2))
         return
     if not rows:
         out.print(f"(no {title or 'rows'})")
         return
+
+    def cell(row: dict[str, Any], col: str) -> str:
+        return "" if row.get(col) is None else str(row.get(col))
+
+    def widest(col: str) -> int:
+        return max([len(col)] + [len(cell(row, col)) for row in rows])
+
+    id_columns = [c for c in columns if is_id_column(c)]
+    needed = sum(widest(c) if c in id_columns else min(widest(c), READABLE_COLUMN) for c in columns) + 3 * len(columns) + 1
+    short: dict[str, dict[str, str]] = {}
+    if id_columns and needed > out.width:
+        short = {c: shortest_unique_prefixes([cell(row, c) for row in rows if cell(row, c)]) for c in id_columns}
     table = Table(title=title, show_lines=False)
     for col in columns:
-        if is_id_column(col):
-            widest = max(len(str(row.get(col) or "")) for row in rows)
-            table.add_column(col, no_wrap=True, min_width=max(len(col), widest))
+        if col in id_columns:
+            width = max([len(col)] + [len(short[col].get(cell(row, col), "")) if col in short else len(cell(row, col))
+                                      for row in rows])
+            table.add_column(col, no_wrap=True, min_width=width)
         else:
-            table.add_column(col)
+            table.add_column(col, overflow="fold")  # a long file name breaks across lines, never cut
     for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+        table.add_row(*(short[c].get(cell(row, c), cell(row, c)) if c in short else cell(row, c) for c in columns))
     out.print(table)
-
+    if short:
+        out.print("ids shortened to unique prefixes, which every command takes (--json or a wider terminal "
+                  "shows them whole)", style="dim", highlight=False)
 
 
 # --- the database, the tenant, the outbox -----------------------------------------------------

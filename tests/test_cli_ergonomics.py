@@ -119,9 +119,13 @@ def test_ids_are_taken_as_unique_prefixes_and_shown_whole(acme: Path) -> None:
     tmp_path = acme
     key = json.loads(parley(tmp_path, "--json", "keys", "create", "--tenant", "acme", "--name", "ops").stdout)
     tenant_id = json.loads(parley(tmp_path, "--json", "tenants", "list").stdout)[0]["id"]
-    # When a narrow terminal lists the keys, the id is shown whole on one line
-    listed = parley(tmp_path, "keys", "list", "--tenant", "acme", env={"COLUMNS": "80"})
+    # When a wide terminal lists the keys, the id is shown whole on one line
+    listed = parley(tmp_path, "keys", "list", "--tenant", "acme", env={"COLUMNS": "200"})
     assert key["id"] in listed.stdout, listed.stdout
+    # And a narrow one shows a unique prefix instead, never an id cut with an ellipsis
+    narrow = parley(tmp_path, "keys", "list", "--tenant", "acme", env={"COLUMNS": "80"}).stdout
+    assert key["id"][:8] in narrow and key["id"] not in narrow and "…" not in narrow.split(key["id"][:8])[1][:3], narrow
+    assert "unique prefixes" in narrow
     # When a key is revoked and a tenant shown by the first characters of their ids
     revoked = parley(tmp_path, "keys", "revoke", key["id"][:6], "--tenant", tenant_id[:6])
     shown = parley(tmp_path, "--json", "tenants", "show", tenant_id[:8])
@@ -208,3 +212,12 @@ def test_ingest_leaves_out_dotfiles_checksum_manifests_and_excluded_globs(acme: 
     (only / ".DS_Store").write_text("x")
     (only / "SHA256SUMS").write_text("x")
     _one_line_error(parley(tmp_path, "ingest", str(only), "--tenant", "acme"), "nothing to ingest", "2 excluded")
+
+
+def test_shortened_ids_stay_unique() -> None:
+    from cli.app import shortest_unique_prefixes
+
+    ids = ["0a26b8f3aa", "0a26b8f3ab", "ffffffff00", "12345678"]
+    short = shortest_unique_prefixes(ids)
+    assert short == {"0a26b8f3aa": "0a26b8f3aa", "0a26b8f3ab": "0a26b8f3ab", "ffffffff00": "ffffffff", "12345678": "12345678"}
+    assert len(set(short.values())) == len(ids)
