@@ -118,12 +118,9 @@ async def submit_upload(
     if existing is not None:
         # Same content again after a failure or a deletion: try it again, as the same row.
         document = existing
-        document.status = DocumentStatus.queued
-        document.error = document.error_code = None
-        document.attempts = 0
+        _queue_again(document, job_id=job_id)
         document.filename = filename
         document.notify = notify
-        document.job_id = job_id
         document.uploader = actor.to_json()
     else:
         document = repo.add(
@@ -187,6 +184,16 @@ async def _add_job_item(session: AsyncSession, tenant_id: str, job_id: str, docu
             .execution_options(synchronize_session=False)
         )
         await _close_if_complete(session, tenant_id, job_id)
+
+
+def _queue_again(document: Document, *, job_id: str | None) -> None:
+    """Put ``document`` back in the queue as if new: no error, attempts from zero, in ``job_id``
+    (the caller stages its message). One place, for an upload of the same content, a retry with
+    a password, a restore and a reindex."""
+    document.status = DocumentStatus.queued
+    document.error = document.error_code = None
+    document.attempts = 0
+    document.job_id = job_id
 
 
 async def _shrink_job(session: AsyncSession, tenant_id: str, job_id: str) -> None:
@@ -333,10 +340,7 @@ async def retry_with_password(session: AsyncSession, *, tenant_id: str, document
                            "password-protected can be retried with a password")
     if document.uploader is not None and not actor.may_replace and not actor.is_uploader_of(document):
         raise Forbidden("only its uploader or an admin may retry this document")
-    document.status = DocumentStatus.queued
-    document.error = document.error_code = None
-    document.attempts = 0
-    document.job_id = None
+    _queue_again(document, job_id=None)
     audit.record(session, tenant_id=tenant_id, action=KnowledgeAction.uploaded, actor=actor, filename=document.filename,
                  document_id=document.id, replaced_document_id=document.replaces_id, detail="retried with a password")
     stage(session, Envelope.new(DOCUMENT_UPLOADED, tenant_id=tenant_id,
@@ -381,10 +385,7 @@ async def restore_document(session: AsyncSession, *, tenant_id: str, document_id
         raise AlreadyExists(f"{document.filename} is {document.status.value}: only a replaced or deleted document "
                             "can be restored")
     current = await repo.current_version(document.source, document.filename, exclude_id=document.id)
-    document.status = DocumentStatus.queued
-    document.error = document.error_code = None
-    document.attempts = 0
-    document.job_id = None
+    _queue_again(document, job_id=None)
     document.notify = notify
     document.indexed_at = None
     document.replaces_id = current.id if current is not None else None
@@ -448,10 +449,7 @@ async def requeue_all(session: AsyncSession, *, tenant_id: str, reason: str) -> 
         return skipped
     job = await create_job(session, tenant_id=tenant_id, kind="reindex", description=reason, total=len(documents))
     for document in documents:
-        document.status = DocumentStatus.queued
-        document.error = document.error_code = None
-        document.attempts = 0
-        document.job_id = job.id
+        _queue_again(document, job_id=job.id)
         document.notify = None
         await _add_job_item(session, tenant_id, job.id, document, already_done=False)
         stage(session, Envelope.new(DOCUMENT_UPLOADED, tenant_id=tenant_id,

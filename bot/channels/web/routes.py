@@ -120,7 +120,7 @@ async def answer_now(gw: Any, data: dict[str, Any], *, tenant_id: str, sender_id
     client_id = str(data.get("client_message_id") or uuid.uuid4().hex)[:64]
     incoming = IncomingMessage(
         channel="web", tenant_id=tenant_id, external_event_id=f"{scope}:{client_id}",
-        conversation_id=f"web:{scope}:{conversation}", sender_id=sender_id, text=message[:4000],
+        conversation_id=f"web:{scope}:{conversation}", sender_id=sender_id, text=message,
     )
     gw.limits.check_question(incoming, gw.answers)  # 429 past the sender's or tenant's rate, or a full backlog
     accepted = await gw.writer.accept(incoming, want_existing=True)
