@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.db import utcnow
-from parley.errors import InvalidInput, NotFound
+from parley.errors import InvalidInput
+from parley.repository import resolve_id
 from tenants.models import ChannelInstallation, ChannelKind
 from tenants.repository import InstallationRepository, route_installation
 
@@ -87,12 +88,9 @@ async def create_widget(session: AsyncSession, *, tenant_id: str, origins: list[
 
 
 async def _row(session: AsyncSession, tenant_id: str, widget_id: str) -> ChannelInstallation:
-    repo = InstallationRepository(session, tenant_id)
-    stmt = repo.select().where(ChannelInstallation.kind == ChannelKind.web, ChannelInstallation.external_id == widget_id)
-    row = (await session.execute(stmt)).scalar_one_or_none()
-    if row is None:
-        raise NotFound(f"no such widget: {widget_id}")
-    return row
+    """The tenant's widget ``widget_id``, or the one its unique prefix names (the one id resolver)."""
+    stmt = InstallationRepository(session, tenant_id).select().where(ChannelInstallation.kind == ChannelKind.web)
+    return await resolve_id(session, stmt, ChannelInstallation.external_id, widget_id, noun="widget")
 
 
 async def list_widgets(session: AsyncSession, *, tenant_id: str) -> list[Widget]:

@@ -202,6 +202,7 @@ async def test_the_cli_creates_lists_and_revokes_widgets(stack: Stack, tmp_path:
     # And it is listed; once revoked, the gateway no longer opens sessions for it
     listed = await asyncio.to_thread(parley, "widgets", "list", "--tenant", "acme")
     assert widget["id"] in listed.stdout
-    revoked = await asyncio.to_thread(parley, "widgets", "revoke", widget["id"], "--tenant", "acme")
+    # (by a unique prefix of its id, as every id is typed)
+    revoked = await asyncio.to_thread(parley, "widgets", "revoke", widget["id"][:10], "--tenant", "acme")
     assert revoked.returncode == 0 and "switched off" in revoked.stdout
     assert (await visitor(stack, widget["id"])).status == 404
