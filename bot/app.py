@@ -45,11 +45,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.privacy.retention import RetentionSweeper
+from bot.privacy.routes import setup_privacy_routes
 from bot.channels.downloads import Downloader
 from bot.channels.instagram.channel import InstagramChannel
 from bot.channels.instagram.routes import setup_instagram_routes
 from bot.channels.routing import InstallationDirectory
 from bot.channels.slack.channel import SlackChannel
+from bot.channels.slack.desk import SlackDesk, handoff_action
+from bot.channels.slack.interactivity import register_action
 from bot.channels.slack.routes import SLACK, build_slack, setup_slack_routes
 from bot.channels.web.routes import WebChannel, setup_web_routes
 from bot.config import GatewayConfig
@@ -57,6 +61,7 @@ from bot.context import GATEWAY, METRICS, Gateway
 from bot.admin.routes import setup_admin_routes
 from bot.answering import AnswerLoop
 from bot.conversation.dispatcher import AnswerDispatcher
+from bot.conversation.handoff import Handoffs
 from bot.conversation.notices import notifications_consumer
 from bot.conversation.retry import RetryPolicy
 from bot.conversation.service import AnswerPolicy, ConversationService
@@ -74,6 +79,7 @@ from parley.db import create_engine, create_sessionmaker
 from parley.formats import FormatRegistry, load_format_plugins
 from parley.http_server import HttpServer, ServerLimits
 from parley.settings import Settings
+from tenants.quotas import PlanDefaults
 from retrieval.client import HttpRetrievalClient, RetrievalClient
 
 log = logging.getLogger("parley.gateway")
@@ -115,17 +121,20 @@ def create_app(settings: Settings, *, deps: GatewayDeps | None = None) -> web.Ap
     app.router.add_get("/metrics", metrics)
     if config.slack_enabled:
         setup_slack_routes(app)
+        register_action(app, "handoff", handoff_action)  # Take / Resolve / Hand back in a staff thread
     if config.instagram_enabled:
         setup_instagram_routes(app)
     setup_web_routes(app)
     setup_admin_routes(app)  # the admin dashboard under /admin (bot/admin)
+    setup_privacy_routes(app)  # POST /api/v1/erasure (bot/privacy)
     for install in deps.route_installers:  # mount point for other adapters (bot/channels/shopify)
         install(app)
     return app
 
 
 def _channels(config: GatewayConfig, *, http: aiohttp.ClientSession, downloads: Downloader,
-              directory: InstallationDirectory, slack_client: AsyncWebClient) -> dict[str, Any]:
+              directory: InstallationDirectory, slack_client: AsyncWebClient,
+              metrics: GatewayMetrics | None = None) -> dict[str, Any]:
     channels: dict[str, Any] = {"web": WebChannel()}
     if config.slack_enabled:
         channels["slack"] = SlackChannel(client=slack_client, directory=directory, downloads=downloads,
@@ -133,7 +142,8 @@ def _channels(config: GatewayConfig, *, http: aiohttp.ClientSession, downloads: 
     if config.instagram_enabled:
         channels["instagram"] = InstagramChannel(http=http, downloads=downloads, directory=directory,
                                                  graph_url=config.graph_api_url,
-                                                 version=config.graph_api_version, download_timeout=config.download_timeout)
+                                                 version=config.graph_api_version, download_timeout=config.download_timeout,
+                                                 metrics=metrics)
     return channels
 
 
@@ -202,15 +212,21 @@ async def _resources(settings: Settings, config: GatewayConfig, deps: GatewayDep
         # File downloads get a client of their own: links checked, private addresses refused (bot.channels.downloads)
         downloads = Downloader(trusted_urls=(str(slack_client.base_url), config.graph_api_url))
         closers.append(downloads.close)
-        channels = _channels(config, http=http, downloads=downloads, directory=directory, slack_client=slack_client)
-        intake = UploadIntake(sessions, blobs, default_max_bytes=config.max_upload_bytes, formats=formats)
+        channels = _channels(config, http=http, downloads=downloads, directory=directory, slack_client=slack_client,
+                             metrics=metrics)
+        intake = UploadIntake(sessions, blobs, default_max_bytes=config.max_upload_bytes, formats=formats,
+                              plan=PlanDefaults.from_settings(settings))
         retrieval = deps.retrieval
         if retrieval is None:
             retrieval = HttpRetrievalClient(settings.effective_retrieval_url, timeout=config.retrieval_timeout,
                                             token=load_service_token(settings))  # the retrieval service's credential
             closers.append(retrieval.aclose)
+        answer_policy = deps.answer_policy or _policy(config)
+        # handoff to a person: its staff threads in the tenant's Slack channel (bot.channels.slack.desk)
+        desk = SlackDesk(client=slack_client, directory=directory, sessions=sessions) if config.slack_enabled else None
+        handoffs = Handoffs(sessions=sessions, channels=channels, desk=desk, metrics=metrics, retry=answer_policy.retry)
         service = ConversationService(sessions=sessions, retrieval=retrieval, channels=channels, intake=intake,
-                                      policy=deps.answer_policy or _policy(config), metrics=metrics)
+                                      policy=answer_policy, metrics=metrics, handoffs=handoffs)
         dispatcher = AnswerDispatcher(service, per_tenant=config.answer_concurrency_per_tenant,
                                       total=config.answer_concurrency_total, sweep_interval=config.recovery_sweep_seconds,
                                       max_backlog=config.answer_backlog_per_tenant, max_total=config.answer_backlog_total)
@@ -218,7 +234,7 @@ async def _resources(settings: Settings, config: GatewayConfig, deps: GatewayDep
         gw = Gateway(settings=settings, config=config, sessions=sessions, box=box, signer=signer, metrics=metrics,
                      directory=directory, blobs=blobs, intake=intake, writer=InboundWriter(ack_sessions or sessions),
                      answers=AnswerLoop(service, dispatcher), limits=GatewayLimits(config, clock=deps.clock, metrics=metrics),
-                     http=http, channels=channels, broker=broker, clock=deps.clock)
+                     http=http, channels=channels, broker=broker, clock=deps.clock, handoffs=handoffs)
         gw.checks["database"] = partial(_database_check, sessions)
         gw.checks["broker"] = partial(_broker_check, gw)
         app[GATEWAY] = gw
@@ -235,6 +251,11 @@ async def _resources(settings: Settings, config: GatewayConfig, deps: GatewayDep
             connected.set()
         await relay.start()
         closers.append(relay.stop)
+        sweeper = RetentionSweeper(background_sessions or sessions, settings=settings, blobs=blobs,
+                                   interval=settings.retention_sweep_interval_seconds, broker=lambda: gw.broker,
+                                   metrics=metrics)
+        sweeper.start()  # the retention sweeps (bot/privacy/retention.py): harmless when two gateways run them
+        closers.append(sweeper.stop)
         await gw.answers.start(recover=deps.recover_on_start)
         background.append(asyncio.create_task(_consume_when_connected(gw, connected), name="gateway-notifier"))
         log.info("gateway ready", extra={"slack": config.slack_enabled, "instagram": config.instagram_enabled})
@@ -299,7 +320,7 @@ async def _broker_check(gw: Gateway) -> None:
         raise RuntimeError("not connected")
 
 
-WEBHOOK_PATHS = ("/slack/events", "/instagram/webhook", "/shopify/webhooks")
+WEBHOOK_PATHS = ("/slack/events", "/slack/interactivity", "/instagram/webhook", "/shopify/webhooks")
 
 
 @web.middleware

@@ -33,7 +33,9 @@ from typing import Any
 from parley.settings import Settings
 
 #: users:read: users.info says whether a sender is a workspace admin (who may add documents).
-SLACK_SCOPES = ("chat:write", "im:history", "im:read", "files:read", "users:read")
+#: channels:history, groups:history: staff replies in the tenant's (public or private) staff channel's
+#: handoff threads reach the gateway (`bot.channels.slack.desk`).
+SLACK_SCOPES = ("chat:write", "im:history", "im:read", "files:read", "users:read", "channels:history", "groups:history")
 
 # Settings fields with a non-empty default: an explicit environment passed to `from_settings` may still override them.
 _DEFAULTED = frozenset({"slack_api_url", "graph_api_url", "gateway_answer_concurrency", "gateway_recovery_minutes"})

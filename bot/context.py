@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.channels.routing import InstallationDirectory
 from bot.config import GatewayConfig
 from bot.answering import AnswerLoop
+from bot.conversation.handoff import Handoffs
 from bot.conversation.repository import InboundWriter
 from bot.conversation.schemas import Channel
 from bot.conversation.uploads import UploadIntake
@@ -58,6 +59,8 @@ class Gateway:
     consumers: list[Any] = field(default_factory=list)
     #: Set once the broker is connected, its topology declared and the consumers started.
     bus_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Handoff to a person (`bot.conversation.handoff`): staff replies, actions, the sweep.
+    handoffs: Handoffs | None = None
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a small follow-up (a statistic) after the response; awaited at shutdown."""

@@ -28,6 +28,11 @@ class GatewayMetrics:
         self.notices = Counter("parley_gateway_notices", "Notices posted back into DMs.", ["channel", "outcome"], registry=r)
         self.uploads = Counter("parley_gateway_uploads", "Files received, by channel and outcome.", ["channel", "outcome"],
                                registry=r)
+        # --- analytics (bot/analytics): the dashboard's figures as counters; labels stay bounded
+        # (channel x outcome), never per tenant. Handoffs and feedback: `handoffs`, `feedback` below.
+        self.questions = Counter("parley_gateway_questions", "Messages finished, by channel and outcome (answered, "
+                                 "refused, handed_off, silent, bad_question, quota_exceeded).", ["channel", "outcome"],
+                                 registry=r)
         self.in_flight = Gauge("parley_gateway_answers_in_flight", "Messages being answered now.", registry=r)
         self.recovered = Counter("parley_gateway_recovered", "Messages taken over by the recovery sweep.", registry=r)
         # --- limits (bot/limits.py) ---------------------------------------------------------
@@ -42,8 +47,37 @@ class GatewayMetrics:
                                      registry=r)
         self.auth_throttled = Counter("parley_gateway_auth_throttled", "Sign-in attempts refused unchecked because their "
                                       "address was locked out, by door.", ["door"], registry=r)
+        # --- privacy (bot/privacy) ----------------------------------------------------------------
+        self.erasures = Counter("parley_gateway_erasures", "End customers erased, by door (api, dashboard).", ["door"],
+                                registry=r)
+        self.retention_removed = Counter("parley_gateway_retention_removed", "Rows and files removed by the retention "
+                                         "sweep, by kind (messages, turns, dead_letters, files, ...).", ["kind"],
+                                         registry=r)
+        # --- feedback and delivery (bot/feedback, bot/conversation/failures.py) -----------------
+        self.feedback = Counter("parley_gateway_feedback", "Ratings of answers recorded (new or changed), by channel and "
+                                "rating (up, down).", ["channel", "rating"], registry=r)
+        self.feedback_comments = Counter("parley_gateway_feedback_comments", "Comments given with a 👎, by channel.",
+                                         ["channel"], registry=r)
+        self.quota_refusals = Counter("parley_gateway_quota_refusals", "Questions and uploads refused by the tenant's "
+                                      "plan (tenants.quotas), by channel and resource (documents, questions_per_day, ...).",
+                                      ["channel", "resource"], registry=r)
+        self.delivery_failures = Counter("parley_gateway_delivery_failures", "Messages to customers that did not go out, "
+                                         "by channel, reason (outside_window, graph_refused, ...) and author (bot, human).",
+                                         ["channel", "reason", "by"], registry=r)
+        # --- handoff to a person (bot/conversation/handoff.py) ---------------------------------
+        self.handoffs = Counter("parley_gateway_handoffs", "Conversations handed to a person, by trigger (asked, keyword, "
+                                "refusals, thumbs_down).", ["trigger"], registry=r)
+        self.relayed = Counter("parley_gateway_handoff_relayed", "Staff replies and handoff notices sent to customers, by "
+                               "channel and outcome (sent, failed).", ["channel", "outcome"], registry=r)
+        self.handoff_actions = Counter("parley_gateway_handoff_actions", "Staff actions that changed a conversation (take, "
+                                       "resolve, hand_back).", ["action"], registry=r)
+        self.handoff_timeouts = Counter("parley_gateway_handoff_timeouts", "Handed-off conversations nobody answered in "
+                                        "the tenant's time limit.", registry=r)
         self.auth_lockouts = Counter("parley_gateway_auth_lockouts", "Addresses locked out after too many wrong API keys.",
                                      registry=r)
+        self.channel_changes = Counter("parley_gateway_channel_changes", "Channel connections changed on the dashboard, by "
+                                       "channel and change (connected, disconnected, token_rotated, uploaders_set, refused).",
+                                       ["channel", "change"], registry=r)
 
     def ack(self, channel: str, outcome: str, seconds: float) -> None:
         self.acks.labels(channel, outcome).inc()

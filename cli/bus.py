@@ -11,7 +11,7 @@ from cli.app import Ctx, database, emit, main, out, rabbit, run_async
 from parley.english import plural
 from parley.errors import InvalidInput
 
-QUEUES = click.Choice(["documents", "catalog", "notifications"])
+QUEUES = click.Choice(["documents", "catalog", "notifications", "webhooks"])
 
 
 @main.group(section="operate", example="parley dlq list")
@@ -28,7 +28,10 @@ def dlq() -> None:
 async def dlq_list(ctx: Ctx, queue: str | None, tenant_name: str | None, include_replayed: bool) -> None:
     """List dead letters, newest first: the tenant and file each is about, why it failed, and
     whether replaying it can help (a failure for good is replayed only once something changed)."""
-    from knowledge.retry import REPLAY_RULES
+    from knowledge.retry import REPLAY_RULES as KNOWLEDGE_RULES
+    from webhooks.service import REPLAY_RULES as WEBHOOK_RULES
+
+    REPLAY_RULES = {**KNOWLEDGE_RULES, **WEBHOOK_RULES}
     from parley.bus import Failure, describe, list_dead_letters
     from parley.bus.dead_letters import check_replays
 
@@ -97,7 +100,10 @@ async def dlq_replay(ctx: Ctx, refs: tuple[str, ...], queue: str | None, replay_
     A failure for good (a password-protected PDF, a file with no text) would fail the same way, so
     it is refused with what to do instead, unless something changed since (a newer version of the
     file was uploaded: then that version is indexed) or --force is given."""
-    from knowledge.retry import REPLAY_RULES
+    from knowledge.retry import REPLAY_RULES as KNOWLEDGE_RULES
+    from webhooks.service import REPLAY_RULES as WEBHOOK_RULES
+
+    REPLAY_RULES = {**KNOWLEDGE_RULES, **WEBHOOK_RULES}
     from parley.bus import OutboxRelay, list_dead_letters, replay
     from parley.bus.dead_letters import NotReplayable, check_replays, find_dead_letters
 

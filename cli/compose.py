@@ -73,9 +73,15 @@ def worker_factories() -> dict[str, tuple[str, Callable[..., Any]]]:
     """Worker kind -> (process name, consumer factory)."""
     from ingestion.catalog.consumer import build_catalog_consumer
     from ingestion.documents.consumer import build_document_consumer
+    from webhooks.consumer import build_webhooks_consumer
 
     return {"documents": ("documents-worker", build_document_consumer),
-            "catalog": ("catalog-worker", build_catalog_consumer)}
+            "catalog": ("catalog-worker", build_catalog_consumer),
+            "webhooks": ("webhooks-worker", build_webhooks_consumer)}
+
+
+#: Worker kinds that neither embed nor index: their process loads no model and opens no index.
+NO_INDEX_WORKERS = frozenset({"webhooks"})
 
 
 async def run_worker(settings: Settings, kind: str, *, stop: asyncio.Event | None = None) -> None:
@@ -84,7 +90,19 @@ async def run_worker(settings: Settings, kind: str, *, stop: asyncio.Event | Non
 
     name, build = worker_factories()[kind]
     configure_logging(process_name=name, level=settings.log_level, json_lines=settings.log_json)
-    await bootstrap(settings, name=name, build=build, stop=stop)
+    if kind != "documents":
+        await bootstrap(settings, name=name, build=build, stop=stop, needs_index=kind not in NO_INDEX_WORKERS)
+        return
+    from knowledge.stalls import run_sweeper
+
+    # The document worker also names stalled jobs (knowledge/stalls.py), once a minute.
+    stop = stop or asyncio.Event()
+    sweeper = asyncio.create_task(run_sweeper(settings, stop), name="parley-stall-sweep")
+    try:
+        await bootstrap(settings, name=name, build=build, stop=stop, needs_index=True)
+    finally:
+        stop.set()
+        await asyncio.gather(sweeper, return_exceptions=True)
 
 
 # --- everything in one process ----------------------------------------------------------------
@@ -92,7 +110,7 @@ async def run_worker(settings: Settings, kind: str, *, stop: asyncio.Event | Non
 
 async def run_single_process(settings: Settings, *, on_ready: Callable[[list[tuple[str, str, str, str]], int], None],
                              stop: asyncio.Event | None = None) -> int:
-    """The gateway, the retrieval service (mounted in-process), both workers and the outbox relay
+    """The gateway, the retrieval service (mounted in-process), the three workers and the outbox relay
     in one event loop, on an in-memory broker, until Ctrl-C or SIGTERM. Returns how many messages
     were still in memory (the next single-process start re-queues them from the outbox)."""
     from aiohttp import web

@@ -368,6 +368,16 @@ def check_public_url(settings: Settings) -> Check:
     return Check("public url", "ok", f"{url}{default}; web chat at {url}/chat")
 
 
+def check_webhooks(settings: Settings) -> Check:
+    """Outbound webhooks: private addresses allowed is for development only."""
+    limits = (f"timeout {settings.webhooks_timeout_seconds:g} s, {settings.webhooks_max_attempts} attempts, "
+              f"disabled after {settings.webhooks_disable_after_hours:g} h failing")
+    if settings.webhooks_allow_private:
+        return Check("webhooks", "warn", f"PARLEY_WEBHOOKS_ALLOW_PRIVATE is on: tenants may point webhooks at http:// "
+                     f"and at this machine's network; {limits}", "unset PARLEY_WEBHOOKS_ALLOW_PRIVATE outside development")
+    return Check("webhooks", "ok", f"https to public addresses only; {limits}")
+
+
 def check_channels(settings: Settings) -> list[Check]:
     checks = []
     signing, cid, csecret = settings.slack_signing_secret, settings.slack_client_id, settings.slack_client_secret
@@ -439,7 +449,7 @@ async def doctor(settings: Settings) -> list[Check]:
     else:
         secret = await check_secret_key(settings, None)
     return [check_data_dir(settings), database, rabbit, secret, check_service_token(settings), check_embedding_model(settings),
-            index, answerer, check_public_url(settings), *check_channels(settings)]
+            index, answerer, check_public_url(settings), check_webhooks(settings), *check_channels(settings)]
 
 
 # --- helpers ------------------------------------------------------------------------------

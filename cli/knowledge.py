@@ -90,10 +90,13 @@ async def ingest(ctx: Ctx, paths: tuple[str, ...], tenant_name: str, wait: bool,
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from knowledge.repository import JobRepository
+    from knowledge.repository import DocumentRepository, JobRepository
     from knowledge.service import create_job, job_report, submit_upload
+    from knowledge.usage import batch_refusal
     from parley.blobs import BlobStore
-    from parley.errors import TooLarge
+    from parley.errors import QuotaExceeded, TooLarge
+    from tenants import quotas
+    from tenants.quotas import PlanDefaults
 
     files, excluded = _collect(paths, exclude)
     if excluded and not ctx.as_json:
@@ -115,13 +118,26 @@ async def ingest(ctx: Ctx, paths: tuple[str, ...], tenant_name: str, wait: bool,
             err.print(f"[yellow]skipped {path}: {why}[/yellow]")
         if not stored:
             raise ParleyError("no file could be uploaded", code="invalid_input")
-        async with db.scoped(tenant.id) as session:
-            job = await create_job(session, tenant_id=tenant.id, kind="documents", total=len(stored),
-                                   description=f"ingest of {len(stored)} files by the CLI")
-            job_id = job.id
-            for path, blob in stored:
-                await submit_upload(session, tenant_id=tenant.id, source="cli", filename=path.name, declared_mime=None,
-                                    blob=blob, job_id=job_id, idempotency_key=None, actor=cli_actor())
+        plan = PlanDefaults.from_settings(settings)
+        try:
+            async with db.scoped(tenant.id) as session:
+                job = await create_job(session, tenant_id=tenant.id, kind="documents", total=len(stored),
+                                       description=f"ingest of {len(stored)} files by the CLI")
+                job_id = job.id
+                for path, blob in stored:
+                    await submit_upload(session, tenant_id=tenant.id, source="cli", filename=path.name, declared_mime=None,
+                                        blob=blob, job_id=job_id, idempotency_key=None, actor=cli_actor(), plan=plan)
+        except QuotaExceeded as exc:  # nothing was recorded: the files stored for it go too (exit code 3)
+            async with db.scoped(tenant.id) as session:
+                used = await DocumentRepository(session, tenant.id).blob_keys_in_use([b.key for _, b in stored])
+                exc = await batch_refusal(session, exc, files=[(p.name, b.size) for p, b in stored], defaults=plan)
+            for _, blob in stored:
+                if blob.created and blob.key not in used:
+                    await blobs.delete(tenant.id, blob.key)
+            await quotas.note_refusal(db.sessions, tenant_id=tenant.id, exc=exc)
+            raise QuotaExceeded(f"nothing was queued: {exc.message} (`parley plans show --tenant {tenant.name}`)",
+                                resource=exc.resource, limit=exc.limit, used=exc.used, requested=exc.requested,
+                                rate=exc.rate, retry_after=exc.retry_after) from None
         await running.send(settings, db, chosen, "cli-ingest")
         if not ctx.as_json:
             out.print(f"queued {len(stored)} files for tenant [bold]{tenant.name}[/bold] as job {job_id}")
@@ -154,7 +170,9 @@ async def ingest(ctx: Ctx, paths: tuple[str, ...], tenant_name: str, wait: bool,
 
 def _doc_row(d: Any) -> dict[str, Any]:
     return {"id": d.id, "filename": d.filename, "status": d.status.value, "chunks": d.chunk_count,
-            "error": d.error, "size": d.size_bytes, "updated_at": d.updated_at.isoformat(timespec="seconds") if d.updated_at else None}
+            "error": d.error or ("original not kept (retention)" if d.original_deleted_at is not None else None),
+            "original_kept": d.original_deleted_at is None, "size": d.size_bytes,
+            "updated_at": d.updated_at.isoformat(timespec="seconds") if d.updated_at else None}
 
 
 @main.group(section="knowledge", example="parley documents list --tenant acme --status failed")
@@ -247,12 +265,14 @@ async def documents_history(ctx: Ctx, tenant_name: str, document_id: str | None,
 async def documents_restore(ctx: Ctx, document_id: str, tenant_name: str) -> None:
     """Bring back a replaced or deleted document: it is indexed again and takes the current version's place."""
     from knowledge.service import restore_document
+    from tenants.quotas import PlanDefaults
 
     async with database(ctx.settings) as db:
         tenant = await db.tenant(tenant_name)
         async with db.scoped(tenant.id) as session:
             document_id = (await _document(session, tenant, document_id)).id
-            document = await restore_document(session, tenant_id=tenant.id, document_id=document_id, actor=cli_actor())
+            document = await restore_document(session, tenant_id=tenant.id, document_id=document_id, actor=cli_actor(),
+                                              plan=PlanDefaults.from_settings(ctx.settings))
             name, replaces = document.filename, document.replaces_id
         await running.deliver(ctx.settings, db, "documents", "cli-restore")
     if ctx.as_json:
@@ -312,6 +332,40 @@ async def jobs_list(ctx: Ctx, tenant_name: str) -> None:
             rows = [{"id": j.id, "kind": j.kind, "status": j.status.value, "done": j.done, "failed": j.failed,
                      "total": j.total, "description": j.description} for j in await JobRepository(session, tenant.id).list()]
     emit(ctx, rows, ["id", "kind", "status", "done", "failed", "total", "description"], title="jobs")
+
+
+@jobs.command("resume", example="parley jobs resume 0a26b8 --tenant acme")
+@click.argument("job_id")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name or id.")
+@click.pass_obj
+@run_async
+async def jobs_resume(ctx: Ctx, job_id: str, tenant_name: str) -> None:
+    """Re-queue the pending items of a stalled job (see `parley status`: its reason and pending count).
+
+    Exactly the items still pending are queued again, through the outbox: an item that finished
+    meanwhile is not, and resuming twice queues them once (the second finds the job running).
+    """
+    from knowledge.repository import JobRepository
+    from knowledge.stalls import resume
+
+    async with database(ctx.settings) as db:
+        tenant = await db.tenant(tenant_name)
+        chosen = await running.route(ctx.settings, "documents", waiting=False)
+        async with db.scoped(tenant.id) as session:
+            job = await JobRepository(session, tenant.id).resolve(
+                job_id, hint=f"`parley jobs list --tenant {tenant.name}` shows them")
+            done = await resume(session, tenant_id=tenant.id, job_id=job.id)
+        if done.requeued:
+            await running.send(ctx.settings, db, chosen, "cli-jobs-resume")
+    if ctx.as_json:
+        click.echo(json.dumps({"job_id": done.job_id, "requeued": done.requeued, "already_running": done.already_running}))
+    elif done.already_running:
+        out.print(f"job {done.job_id} is running, not stalled: nothing re-queued")
+    else:
+        out.print(f"job {done.job_id} resumed: re-queued {len(done.requeued)} pending item(s)"
+                  + (f": {', '.join(done.requeued[:10])}" if done.requeued else ""), highlight=False)
+        if done.requeued:
+            chosen.show(out, err)
 
 
 @jobs.command("show", example="parley jobs show 0a26b8 --tenant acme")

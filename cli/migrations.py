@@ -22,6 +22,11 @@ def load_models() -> None:
     import parley.bus.models
     import parley.vectors.models
     import tenants.models  # noqa: F401
+    import tenants.quota_models  # noqa: F401
+    import tenants.retention  # noqa: F401
+    import tenants.handoff  # noqa: F401
+    import webhooks.models  # noqa: F401
+    import passthrough.models  # noqa: F401
 
 
 def alembic_config(url: str | None = None) -> Config:

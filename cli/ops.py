@@ -82,6 +82,7 @@ async def status(ctx: Ctx) -> None:
     from knowledge.repository import documents_by_status, running_jobs
     from parley import runtime
     from parley.bus import stats as st
+    from tenants.quotas import PlanDefaults, usage_report
     from tenants.repository import TenantDirectory
 
     settings = ctx.settings
@@ -92,6 +93,9 @@ async def status(ctx: Ctx) -> None:
         documents = await documents_by_status(session)
         jobs = await running_jobs(session)
         names = {t.id: t.name for t in await TenantDirectory(session).all()}
+        plan_defaults = PlanDefaults.from_settings(settings)
+        usage = [{"tenant": names[tid], **await usage_report(session, tenant_id=tid, defaults=plan_defaults)}
+                 for tid in sorted(names, key=lambda t: names[t])]
     try:
         stats, broker = await st.broker_queue_stats(settings.amqp_url, topology), "ok"
     except (ConnectionError, OSError, asyncio.TimeoutError) as exc:  # the database figures are still worth showing
@@ -107,7 +111,7 @@ async def status(ctx: Ctx) -> None:
     if ctx.as_json:
         click.echo(json.dumps({"broker": broker, "queues": [vars(q) for q in queues],
                                "outbox": {"unpublished": outbox.count, "oldest_age_s": outbox.age_seconds()},
-                               "documents": doc_rows, "jobs": jobs}, indent=2, default=str))
+                               "documents": doc_rows, "jobs": jobs, "usage": usage}, indent=2, default=str))
     else:
         if broker != "ok":
             err.print(f"[red]{broker}[/red]: queue depths and workers unknown", highlight=False)
@@ -120,10 +124,34 @@ async def status(ctx: Ctx) -> None:
              title=f"queues ({describe_broker(settings)}{', prefix ' + repr(settings.amqp_prefix) if settings.amqp_prefix else ''})")
         out.print(f"outbox: {outbox.count} unpublished" + (f", oldest {_age(outbox.age_seconds())} old" if outbox.count else ""))
         emit(ctx, doc_rows, ["tenant", *statuses], title="documents")
-        emit(ctx, [{**j, "progress": f"{j['done'] + j['failed']}/{j['total']}"} for j in jobs],
-             ["tenant", "id", "kind", "progress", "failed", "started", "description"], title="jobs in progress")
+        emit(ctx, [usage_summary(u) for u in usage], ["tenant", *USAGE_COLUMNS, "fullest"],
+             title="usage against plan limits (`parley plans show --tenant T` for one)")
+        emit(ctx, [{**j, "progress": f"{j['done'] + j['failed']}/{j['total']}", "reason": j["reason"] or ""} for j in jobs],
+             ["tenant", "id", "kind", "status", "progress", "failed", "pending", "started", "reason"],
+             title="jobs in progress (a stalled one: `parley jobs resume ID --tenant T`)")
     if broker != "ok":
         sys.exit(1)
+
+
+#: `parley status`'s usage columns: column -> resource.
+USAGE_COLUMNS = {"documents": "documents", "stored": "stored_bytes", "chunks": "chunks", "products": "products",
+                 "questions today": "questions_per_day", "this month": "questions_per_month",
+                 "uploads this hour": "uploads_per_hour"}
+
+
+def usage_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """One tenant's row: 'used / limit' per resource and a bar of the fullest one."""
+    from tenants.quotas import amount, bar
+
+    by = {r["resource"]: r for r in report["resources"]}
+    row: dict[str, Any] = {"tenant": report["tenant"]}
+    for column, name in USAGE_COLUMNS.items():
+        r = by[name]
+        row[column] = f"{amount(name, r['used'])} / {'∞' if r['limit'] is None else amount(name, r['limit'])}"
+    limited = [r for r in report["resources"] if r["limit"]]
+    fullest = max(limited, key=lambda r: r["used"] / r["limit"], default=None)
+    row["fullest"] = f"{fullest['label']} {bar(fullest['used'], fullest['limit'], 10)}" if fullest else "unlimited"
+    return row
 
 
 def _or_dash(value: Any) -> str:

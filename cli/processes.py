@@ -40,6 +40,14 @@ def worker_catalog(ctx: Ctx) -> None:
     run_async(compose.run_worker)(ctx.settings, "catalog")
 
 
+@worker.command("webhooks", example="parley worker webhooks")
+@click.pass_obj
+def worker_webhooks(ctx: Ctx) -> None:
+    """Consume the webhooks queue: fan tenant events out to their endpoints and deliver them, signed
+    (network I/O only: it loads no model and opens no index)."""
+    run_async(compose.run_worker)(ctx.settings, "webhooks")
+
+
 # --- answering processes --------------------------------------------------------------------
 
 
@@ -140,7 +148,8 @@ def up(ctx: Ctx, no_migrate: bool, single_process: bool) -> None:
 
     Checks what is reachable and configured (database, RabbitMQ, vector index, answerer,
     embedding model), applies migrations, then starts the gateway, the retrieval service and
-    the two workers (at the lowest CPU priority), restarting one that dies, and prints what
+    the three workers (documents, catalog, webhooks; at the lowest CPU priority), restarting one
+    that dies, and prints what
     runs where. With --single-process all of it runs in this one process instead.
     """
     from cli import doctor, running, supervisor

@@ -7,7 +7,8 @@
   A command says where it belongs and how it is used: ``@main.command(section="knowledge",
   example="parley ingest ./docs --tenant acme")``.
 - Errors: the root group's guard turns every error into one line on stderr and a non-zero exit:
-  a `ParleyError` or invalid input says what is wrong (exit 1); an unexpected error gets an id,
+  a `ParleyError` or invalid input says what is wrong (exit 1; 3 when the tenant's plan refused
+  it, `QuotaExceeded`); an unexpected error gets an id,
   and its traceback goes to ``<data dir>/logs/cli-errors.log`` (or to the terminal with
   ``--debug``), never into the normal output. Click's own usage errors stay click's (exit 2).
 """
@@ -26,6 +27,9 @@ import click
 from rich.console import Console
 
 JSON_KEY = "parley.json"
+#: The exit code of a command refused by the tenant's plan (`QuotaExceeded`): a script can tell
+#: "over the plan" (remove something, or raise the limit) from any other error (1) and usage (2).
+QUOTA_EXIT = 3
 DEBUG_KEY = "parley.debug"
 
 #: The task groups of ``parley --help``, in order: section key -> heading.
@@ -163,7 +167,7 @@ def report_error(exc: BaseException, ctx: click.Context | None = None) -> int:
         if debug:
             traceback.print_exception(exc)
         _err.print(f"[red]error:[/red] {one_line(message)}", highlight=False, markup=True)
-        return 1
+        return QUOTA_EXIT if getattr(exc, "code", None) == "quota_exceeded" else 1
     eid = uuid.uuid4().hex[:12]
     saved = _save_traceback(eid, exc, ctx)
     if debug:

@@ -46,12 +46,13 @@ def log_env(settings: Settings, stream: object = None) -> dict[str, str]:
 
 
 def platform_processes(settings: Settings) -> list[ProcessSpec]:
-    """The four processes; the workers get fixed /metrics ports (PARLEY_WORKER_METRICS_PORT and the
-    next one; 8082 and 8083 when it is 0) so a Prometheus scrape config can name them. Every child
+    """The five processes; the workers get fixed /metrics ports (PARLEY_WORKER_METRICS_PORT and the
+    next ones; 8082, 8083 and 8084 when it is 0) so a Prometheus scrape config can name them. Every child
     gets the parent's log format (`log_env`)."""
     threads = {k: str(settings.embedding_threads) for k in THREAD_ENV} | log_env(settings)
     workers = []
-    for offset, (name, kind) in enumerate((("documents-worker", "documents"), ("catalog-worker", "catalog"))):
+    for offset, (name, kind) in enumerate((("documents-worker", "documents"), ("catalog-worker", "catalog"),
+                                           ("webhooks-worker", "webhooks"))):
         env = dict(threads)
         url = None
         if settings.worker_metrics_port >= 0:

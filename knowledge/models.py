@@ -74,6 +74,9 @@ class Document(TenantOwned, TimestampMixin, Base):
     uploader: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     correlation_id: Mapped[str | None] = mapped_column(String(64))
     indexed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    #: When the uploaded file itself was deleted after indexing (the tenant's retention policy,
+    #: `tenants.retention`): the chunks answer, but re-indexing needs the file uploaded again.
+    original_deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
 class Chunk(TenantOwned, Base):
@@ -95,6 +98,9 @@ class Chunk(TenantOwned, Base):
 
 class JobStatus(str, enum.Enum):
     running = "running"
+    #: No item finished before the job's deadline (`knowledge.stalls`); it goes back to running as
+    #: soon as one does, or on `parley jobs resume`.
+    stalled = "stalled"
     done = "done"
     failed = "failed"
 
@@ -114,6 +120,12 @@ class Job(TenantOwned, TimestampMixin, Base):
     failed: Mapped[int] = mapped_column(Integer, default=0)
     notify: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    #: When an item last finished (the stall deadline runs from it, or from the start, or a resume).
+    last_progress_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    stalled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    #: queue_empty / no_worker / broker_unreachable / no_progress, and a sentence for a person.
+    stall_reason: Mapped[str | None] = mapped_column(String(32))
+    stall_detail: Mapped[str | None] = mapped_column(Text)
 
 
 class JobItemStatus(str, enum.Enum):

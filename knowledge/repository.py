@@ -138,9 +138,13 @@ async def documents_by_status(session: AsyncSession) -> dict[str, dict[str, int]
 
 
 async def running_jobs(session: AsyncSession, limit: int = 50) -> list[dict[str, Any]]:
+    """Jobs in progress, running or stalled (stalled first: `knowledge.stalls`), with the stall's reason."""
     jobs = (await session.execute(
-        select(Job).where(Job.status == JobStatus.running).order_by(Job.created_at).limit(limit)
+        select(Job).where(Job.status.in_([JobStatus.running, JobStatus.stalled]))
+        .order_by(Job.status.desc(), Job.created_at).limit(limit)
     )).scalars()
-    return [{"id": j.id, "tenant_id": j.tenant_id, "kind": j.kind, "done": j.done, "failed": j.failed, "total": j.total,
+    return [{"id": j.id, "tenant_id": j.tenant_id, "kind": j.kind, "status": j.status.value, "done": j.done,
+             "failed": j.failed, "total": j.total, "pending": max(0, j.total - j.done - j.failed),
+             "reason": j.stall_detail, "stall_reason": j.stall_reason,
              "description": j.description, "started": j.created_at.isoformat(timespec="seconds") if j.created_at else None}
             for j in jobs]

@@ -75,7 +75,11 @@ async def document_replay_rule(session: AsyncSession, rows: Sequence[DeadLetter]
                                                   "index again")
             continue
         newer = await newest_version(session, document)
-        if newer is not None:
+        if newer is None and document.original_deleted_at is not None:
+            verdicts[row.id] = ReplayCheck(False, f"{reason}; the original of {document.filename} was not kept (the "
+                                                  "retention policy deletes files once indexed): upload it again",
+                                           todo=f"upload {document.filename} again")
+        elif newer is not None:
             verdicts[row.id] = _newer(row, document, newer)
         elif document.status == DocumentStatus.deleted:
             verdicts[row.id] = ReplayCheck(False, f"{document.filename} was deleted since; restore it to index it again")

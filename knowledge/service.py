@@ -20,6 +20,7 @@ their files; :func:`job_report` is the same on one line.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,12 +28,13 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from knowledge import audit, retry
+from knowledge import audit, retry, usage
 from knowledge.audit import SYSTEM, Actor
 from knowledge.models import Chunk, Document, DocumentStatus, Job, JobItem, JobItemStatus, JobStatus, KnowledgeAction
 from knowledge.repository import DocumentRepository, JobRepository
 from parley.blobs import StoredBlob
 from parley.bus import Envelope, Failure, context, stage
+from parley.bus.contracts import stage_event
 from parley.bus.contracts import (
     CATALOG_SYNC_JOB_KIND,
     CATALOG_SYNC_REQUESTED,
@@ -47,6 +49,7 @@ from parley.bus.contracts import (
 from parley.db import utcnow
 from parley.errors import AlreadyExists, Forbidden, InvalidInput
 from tenants.models import Tenant
+from tenants.quotas import PlanDefaults
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,14 @@ async def submit_upload(
     actor: Actor = SYSTEM,
     sealed_password: str | None = None,
     version_of: str | None = None,
+    plan: PlanDefaults | None = None,
+    counts_as_upload: bool = True,
 ) -> Submitted:
     """Record an uploaded file and queue it for indexing (published after the caller commits).
+
+    The document, its bytes and (``counts_as_upload``: not for the files of a ZIP) one upload are
+    charged to the tenant's plan in the same unit of work (`knowledge.usage.charge_upload`; ``plan``:
+    the process's defaults); past a limit it raises `QuotaExceeded` and nothing is recorded.
 
     ``sealed_password`` (a protected PDF's password, already encrypted with the platform's
     `SecretBox`) travels in the message to the worker and is stored nowhere else. ``version_of``
@@ -115,6 +124,7 @@ async def submit_upload(
         if job_id:
             await _shrink_job(session, tenant_id, job_id)
         return Submitted(previous, created=False, refused=why)
+    was_counted = existing is not None and usage.counts(existing)
     if existing is not None:
         # Same content again after a failure or a deletion: try it again, as the same row.
         document = existing
@@ -140,6 +150,8 @@ async def submit_upload(
             )
         )
         await session.flush()
+    await usage.charge_upload(session, document=document, was_counted=was_counted, replacing=previous, defaults=plan,
+                              upload=counts_as_upload)
     document.replaces_id = previous.id if previous is not None else None
     audit.record(session, tenant_id=tenant_id, action=KnowledgeAction.uploaded, actor=actor, filename=filename,
                  document_id=document.id, replaced_document_id=document.replaces_id)
@@ -241,7 +253,14 @@ async def finish_job_items(
         return None  # a redelivery: every item was already counted
     counter = Job.done if ok else Job.failed
     await session.execute(
-        update(Job).where(Job.tenant_id == tenant_id, Job.id == job_id).values({counter: counter + count})
+        update(Job).where(Job.tenant_id == tenant_id, Job.id == job_id).values({counter: counter + count,
+                                                                              Job.last_progress_at: utcnow()})
+        .execution_options(synchronize_session=False)
+    )
+    # Progress again: a stalled job is running (its stall was no progress, not slow progress).
+    await session.execute(
+        update(Job).where(Job.tenant_id == tenant_id, Job.id == job_id, Job.status == JobStatus.stalled)
+        .values(status=JobStatus.running, stalled_at=None, stall_reason=None, stall_detail=None)
         .execution_options(synchronize_session=False)
     )
     return await _close_if_complete(session, tenant_id, job_id)
@@ -260,6 +279,9 @@ async def _close_if_complete(session: AsyncSession, tenant_id: str, job_id: str)
         return None
     job = await JobRepository(session, tenant_id).get(job_id)
     await session.refresh(job)
+    stage_event(session, tenant_id=tenant_id, event_type="job.completed", idempotency_key=f"job-completed:{job.id}",
+                data={"job_id": job.id, "kind": job.kind, "total": job.total, "done": job.done, "failed": job.failed,
+                      "finished_at": job.finished_at.isoformat() if job.finished_at else None})
     return job
 
 
@@ -360,6 +382,7 @@ def needs_password(document: Document) -> bool:
 
 async def _mark_deleted(session: AsyncSession, document: Document, *, actor: Actor) -> Document:
     tenant_id = document.tenant_id
+    await usage.release_document(session, document)  # before its state changes: what it held is given back
     await session.execute(delete(Chunk).where(Chunk.tenant_id == tenant_id, Chunk.document_id == document.id))
     if document.status != DocumentStatus.deleted:
         audit.record(session, tenant_id=tenant_id, action=KnowledgeAction.deleted, actor=actor,
@@ -374,7 +397,7 @@ async def _mark_deleted(session: AsyncSession, document: Document, *, actor: Act
 
 
 async def restore_document(session: AsyncSession, *, tenant_id: str, document_id: str, actor: Actor,
-                           notify: dict[str, Any] | None = None) -> Document:
+                           notify: dict[str, Any] | None = None, plan: PlanDefaults | None = None) -> Document:
     """Bring back a replaced or deleted document: it is queued for indexing again (published after
     the caller commits) and, once indexed, takes the place of the version that is current now
     (which becomes `deleted`, and can itself be restored). Its uploader stays who it was; the
@@ -384,7 +407,14 @@ async def restore_document(session: AsyncSession, *, tenant_id: str, document_id
     if document.status != DocumentStatus.deleted:
         raise AlreadyExists(f"{document.filename} is {document.status.value}: only a replaced or deleted document "
                             "can be restored")
+    if document.original_deleted_at is not None:
+        raise InvalidInput(f"{document.filename} cannot be restored: its original file was not kept (the tenant's "
+                           "retention policy deletes files once indexed); upload the file again instead",
+                           code="original_not_kept")
     current = await repo.current_version(document.source, document.filename, exclude_id=document.id)
+    # back among what is stored (checked by its net change: it takes the current version's place)
+    await usage.charge_upload(session, document=document, was_counted=False, replacing=current, defaults=plan,
+                              upload=False)
     _queue_again(document, job_id=None)
     document.notify = notify
     document.indexed_at = None
@@ -411,6 +441,9 @@ class Requeued:
     job: Job | None
     for_good: dict[str, str]
     superseded: list[Document]
+    #: Indexed documents whose uploaded file was not kept (the tenant's retention policy): there is
+    #: nothing to index again; their chunks stay as they are.
+    not_kept: list[Document] = dataclasses.field(default_factory=list)
 
     def skipped_summary(self) -> str:
         """'skipped 8 that failed for good: no text (3), password-protected (3), … and 1 replaced by a newer
@@ -422,6 +455,9 @@ class Requeued:
             parts.append(f"{len(self.for_good):,} that failed for good ({grouped}; upload new versions to retry them)")
         if self.superseded:
             parts.append(f"{len(self.superseded):,} failed old version(s) of files uploaded again since")
+        if self.not_kept:
+            parts.append(f"{len(self.not_kept):,} whose original file was not kept (the retention policy deletes "
+                         "files once indexed; upload them again to re-index them)")
         return ("skipped " + " and ".join(parts)) if parts else ""
 
 
@@ -438,13 +474,15 @@ async def requeue_all(session: AsyncSession, *, tenant_id: str, reason: str) -> 
     candidates = list((await session.execute(
         repo.select().where(Document.status.in_([DocumentStatus.indexed, DocumentStatus.failed]))
     )).scalars())
+    not_kept = [d for d in candidates if d.original_deleted_at is not None]
+    candidates = [d for d in candidates if d.original_deleted_at is None]
     superseded = [d for d in candidates if d.status == DocumentStatus.failed
                   and await retry.newest_version(session, d) is not None]
     for_good = await retry.failed_for_good_documents(session, tenant_id, [d for d in candidates if d not in superseded])
     left_out = set(for_good) | {d.id for d in superseded}
     documents = [d for d in candidates if d.id not in left_out]
     skipped = Requeued(None, {i: Failure(row.error_code, row.reason, False).human_reason() for i, row in for_good.items()},
-                       superseded)
+                       superseded, not_kept)
     if not documents:
         return skipped
     job = await create_job(session, tenant_id=tenant_id, kind="reindex", description=reason, total=len(documents))
@@ -454,7 +492,7 @@ async def requeue_all(session: AsyncSession, *, tenant_id: str, reason: str) -> 
         await _add_job_item(session, tenant_id, job.id, document, already_done=False)
         stage(session, Envelope.new(DOCUMENT_UPLOADED, tenant_id=tenant_id,
                                     payload=DocumentUploaded(document_id=document.id)), QUEUE_DOCUMENTS)
-    return Requeued(job, skipped.for_good, skipped.superseded)
+    return Requeued(job, skipped.for_good, skipped.superseded, not_kept)
 
 
 async def request_sync(session: AsyncSession, *, tenant_id: str, shop: str, reason: str = "manual",

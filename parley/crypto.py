@@ -43,6 +43,21 @@ class SecretBox:
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()
 
+    def encrypt_bytes(self, plaintext: bytes) -> bytes:
+        """Seal bytes (a pass-through upload waiting for its worker: `passthrough.store`)."""
+        return self._fernet.encrypt(plaintext)
+
+    def decrypt_bytes(self, token: bytes, *, max_age: int | None = None) -> bytes:
+        """The sealed bytes; `Expired` past ``max_age`` seconds, `ConfigurationError` when not ours."""
+        try:
+            return self._fernet.decrypt(token, ttl=max_age) if max_age is not None else self._fernet.decrypt(token)
+        except InvalidToken:
+            if max_age is not None:
+                self.decrypt_bytes(token)  # not ours at all: that error; else it is only too old
+                raise Expired(f"the data was sealed more than {max_age} s ago") from None
+            raise ConfigurationError("sealed data cannot be opened with the configured PARLEY_SECRET_KEY "
+                                     "(was the key changed?)") from None
+
     def decrypt(self, token: str, *, max_age: int | None = None) -> str:
         """The secret; with ``max_age`` (seconds), only if it was encrypted at most that long ago
         (`Expired` otherwise: a short-lived secret, such as a PDF's password in a job message)."""

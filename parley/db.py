@@ -187,7 +187,19 @@ def create_engine(settings: Settings, application_name: str, **kwargs: Any) -> A
         return engine
     connect_args = kwargs.pop("connect_args", {})
     if url.startswith("postgresql+asyncpg"):
-        connect_args.setdefault("server_settings", {})["application_name"] = f"parley-{application_name}"
+        server = connect_args.setdefault("server_settings", {})
+        server["application_name"] = f"parley-{application_name}"
+        # Bounded waits: a silent partition (packets dropped, no RST) fails a statement within the
+        # command timeout as a connection error (retryable), not at the handler's 25-minute limit.
+        connect_args.setdefault("timeout", settings.db_connect_timeout_seconds)
+        connect_args.setdefault("command_timeout", settings.db_command_timeout_seconds)
+        server.setdefault("statement_timeout", str(int(settings.db_command_timeout_seconds * 1000)))
+        server.setdefault("idle_in_transaction_session_timeout",
+                          str(int(settings.db_idle_in_transaction_timeout_seconds * 1000)))
+        server.setdefault("tcp_keepalives_idle", "30")
+        server.setdefault("tcp_keepalives_interval", "10")
+        server.setdefault("tcp_keepalives_count", "3")
+        kwargs.setdefault("pool_timeout", settings.db_connect_timeout_seconds)
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, connect_args=connect_args, **kwargs)
 

@@ -81,6 +81,33 @@ class RateLimited(ParleyError):
         self.retry_after = retry_after
 
 
+class QuotaExceeded(ParleyError):
+    """An action would pass a limit of the tenant's plan (`tenants.quotas`): nothing of it was done.
+
+    ``resource`` names the limit (documents, stored_bytes, chunks, products, questions_per_day,
+    questions_per_month, uploads_per_hour), ``limit`` its value, ``used`` what is stored or used
+    now, ``requested`` what the action needed. ``rate``: a limit per period (questions, uploads),
+    which passes with time (``retry_after`` seconds), rather than a size-like one that needs
+    something removed or a bigger plan. The HTTP edge answers 429 for a rate and 413 otherwise,
+    with these fields in the body beside ``error`` and ``detail``."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, resource: str, limit: int, used: int, requested: int = 1,
+                 rate: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.resource = resource
+        self.limit = limit
+        self.used = used
+        self.requested = requested
+        self.rate = rate
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, object]:
+        """The fields an HTTP answer or a ``--json`` output carries beside the code and the message."""
+        return {"resource": self.resource, "limit": self.limit, "used": self.used, "requested": self.requested}
+
+
 class RequestTimeout(ParleyError):
     """The client sent its request too slowly (a trickled body: `parley.http_server`)."""
 

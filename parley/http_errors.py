@@ -44,6 +44,7 @@ from parley.errors import (
     InvalidInput,
     NotFound,
     ParleyError,
+    QuotaExceeded,
     RateLimited,
     RequestTimeout,
     TenantScopeError,
@@ -85,6 +86,8 @@ _CORRELATION_OK = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 def status_for(exc: ParleyError) -> int:
+    if isinstance(exc, QuotaExceeded):  # a rate passes with time (429); a size-like limit needs room (413)
+        return 429 if exc.rate else 413
     for cls, status in STATUS:
         if isinstance(exc, cls):
             return status
@@ -92,10 +95,11 @@ def status_for(exc: ParleyError) -> int:
 
 
 def error_response(status: int, code: str, detail: Any = None, *, error_id: str | None = None,
-                   headers: dict[str, str] | None = None, retry_after: float | None = None) -> web.Response:
+                   headers: dict[str, str] | None = None, retry_after: float | None = None,
+                   extra: dict[str, Any] | None = None) -> web.Response:
     """The JSON error answer. ``retry_after`` (seconds, rounded up to a whole one) goes into the body
-    and the ``Retry-After`` header (a 429)."""
-    body: dict[str, Any] = {"error": code, "detail": detail}
+    and the ``Retry-After`` header (a 429); ``extra`` fields (a quota's limit and use) go into the body."""
+    body: dict[str, Any] = {"error": code, "detail": detail, **(extra or {})}
     if error_id:
         body["error_id"] = error_id
     if retry_after is not None:
@@ -133,7 +137,8 @@ async def _answer(request: web.Request, handler: Handler, logger: logging.Logger
             logger.log(level, "request failed: %s", exc, extra={"path": request.path, "code": exc.code})
         failure: BaseException = exc
         response = error_response(status, exc.code, exc.message,
-                                  retry_after=exc.retry_after if isinstance(exc, RateLimited) else None)
+                                  retry_after=exc.retry_after if isinstance(exc, (RateLimited, QuotaExceeded)) else None,
+                                  extra=exc.body() if isinstance(exc, QuotaExceeded) else None)
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise

@@ -118,6 +118,16 @@ class Settings(BaseSettings):
         description="SQLAlchemy async URL. Default: sqlite+aiosqlite:///<data_dir>/parley.db. "
         "Use postgresql+asyncpg://user@host/db for PostgreSQL.",
     )
+    db_connect_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=600, description="PostgreSQL: seconds to open a connection (and to wait for a "
+        "free one in the pool); past it the attempt fails as unavailable and is retried, instead of hanging.")
+    db_command_timeout_seconds: float = Field(
+        default=60.0, gt=0, le=3600, description="PostgreSQL: seconds the client waits for one statement's answer "
+        "(asyncpg command_timeout; the server's statement_timeout is set to the same). A silent network partition "
+        "then fails the handler within this bound (retryable) instead of at the 25-minute handler timeout.")
+    db_idle_in_transaction_timeout_seconds: float = Field(
+        default=300.0, ge=0, le=86400, description="PostgreSQL: seconds a session may sit idle inside a "
+        "transaction before the server ends it (idle_in_transaction_session_timeout; 0: never).")
     secret_key: SecretStr | None = Field(
         default=None,
         description="Fernet key that encrypts channel secrets (bot tokens, Shopify tokens) at rest. "
@@ -137,6 +147,30 @@ class Settings(BaseSettings):
         "at most max_upload_bytes and documents compress 2-4:1, so an honest archive fits; more belongs to `parley ingest DIR`.",
     )
 
+    # --- plans and quotas (tenants/quotas.py; per tenant: `parley plans set`) -------------------
+    # Defaults for tenants without their own limit; 0 means unlimited. Counts up to 10^12, bytes up to 2^60.
+    plan_max_documents: int = Field(
+        default=100_000, ge=0, le=10**12, description="Default plan: documents a tenant may store (every document "
+        "not deleted: queued, indexed or failed; a replaced version stops counting once replaced); 0: unlimited.")
+    plan_max_stored_bytes: int = Field(
+        default=50 * 1024**3, ge=0, le=2**60, description="Default plan: bytes of uploaded files a tenant may store "
+        "(the sizes of its documents that are not deleted); 0: unlimited.")
+    plan_max_chunks: int = Field(
+        default=5_000_000, ge=0, le=10**12, description="Default plan: indexed sections (chunks) a tenant may hold; a "
+        "document that would pass it fails (quota_exceeded) with nothing indexed; 0: unlimited.")
+    plan_max_products: int = Field(
+        default=1_000_000, ge=0, le=10**12, description="Default plan: catalog products a tenant may hold; products "
+        "past it fail in the sync report; 0: unlimited.")
+    plan_max_questions_per_day: int = Field(
+        default=100_000, ge=0, le=10**12, description="Default plan: customer questions answered per UTC day (DMs, "
+        "web chat, widget; not `parley ask`/`eval`); 0: unlimited.")
+    plan_max_questions_per_month: int = Field(
+        default=2_000_000, ge=0, le=10**12, description="Default plan: customer questions answered per UTC calendar "
+        "month; 0: unlimited.")
+    plan_max_uploads_per_hour: int = Field(
+        default=10_000, ge=0, le=10**12, description="Default plan: files a tenant may upload per UTC hour (a DM, "
+        "the web API, `parley ingest`; the files inside a ZIP count as its one upload); 0: unlimited.")
+
     # --- message bus -------------------------------------------------------------------
     amqp_url: str = Field(
         default="amqp://guest:guest@127.0.0.1:5672/",
@@ -146,6 +180,32 @@ class Settings(BaseSettings):
         default="", description="Prefix for every exchange and queue name (to share one broker between installs or test runs)."
     )
     max_attempts: int = Field(default=5, ge=1, description="Attempts before a job goes to the dead-letter queue.")
+    job_stall_base_seconds: float = Field(
+        default=600.0, gt=0, description="A job is stalled when no item finished for this long plus its pending "
+        "items times the per-item allowance (from its last progress, start or resume); `parley jobs resume` re-queues it.")
+    job_stall_item_floor_seconds: float = Field(
+        default=5.0, gt=0, description="Least per-item allowance of the stall deadline (the allowance is the median "
+        "gap between item finishes over the last hour).")
+    job_stall_item_cap_seconds: float = Field(
+        default=120.0, gt=0, description="Largest per-item allowance of the stall deadline (also used with no recent finishes).")
+
+    # --- retention (bot/privacy, tenants/retention.py; per tenant: `parley retention set`) ----------
+    retention_raw_files: Literal["keep", "delete"] = Field(
+        default="keep", description="Default for tenants without their own setting: keep an uploaded file after it "
+        "is indexed, or delete it then (only its chunks stay; re-indexing it needs the file uploaded again)."
+    )
+    retention_transcript_days: int = Field(
+        default=0, ge=0, description="Default for tenants without their own setting: days a conversation's messages, "
+        "replies and turns are kept; 0 keeps them for ever."
+    )
+    retention_dead_letter_days: int = Field(
+        default=30, ge=1, description="Default for tenants without their own setting (and for dead letters of no "
+        "tenant): days a dead letter is kept before the retention sweep removes it."
+    )
+    retention_sweep_interval_seconds: float = Field(
+        default=3600.0, ge=0, description="How often the gateway runs the retention sweeps (transcripts, dead "
+        "letters, files kept past indexing); 0: never (run `parley retention run` instead)."
+    )
 
     # --- vectors and embeddings --------------------------------------------------------
     vector_backend: Literal["embedded", "weaviate"] = Field(
@@ -229,7 +289,7 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(
         default=0, ge=-1, le=65535,
         description="Port of a worker's /healthz and /metrics. 0: a free port, logged at start; -1: no endpoint. "
-        "`parley up` gives the documents worker this port and the catalog worker the next (8082, 8083 when 0).",
+        "`parley up` gives the documents worker this port, the catalog worker the next and the webhooks worker the one after (8082, 8083, 8084 when 0).",
     )
     parse_time_limit_seconds: float = Field(
         default=60.0, gt=0, description="Seconds one document may take to parse; past it the parser is killed and the document fails (parse_timeout)."
@@ -254,6 +314,16 @@ class Settings(BaseSettings):
         default=2, ge=1, description="Most chunks one document may contribute to an answer (unless it is the only source)."
     )
     retrieval_context_token_budget: int = Field(default=1200, ge=64, description="Token budget of the context given to the answerer.")
+    retrieval_memory_budget_mb: int = Field(
+        default=8192, ge=0, description="Memory the retrieval service's embedded index may hold tenants in, in MB "
+        "(estimated: graphs, payloads, keyword indexes). Past it the least recently used tenants are released and "
+        "reload from their snapshot on their next query (its first answer then includes a load from disk: ~20 ms at 2,000 chunks, bench/many_tenants.py). "
+        "The default suits a 24 GiB machine; 0: no bound.",
+    )
+    retrieval_max_tenants: int = Field(
+        default=0, ge=0, description="Most tenants the retrieval service's embedded index holds in memory at once "
+        "(least recently used released first, as for the memory budget); 0: no cap.",
+    )
     retrieval_answer_cache_size: int = Field(default=10_000, ge=0, description="Answers kept in the answer cache (0 disables it).")
     retrieval_answer_cache_ttl: float = Field(default=300.0, ge=0, description="Seconds a cached answer lives (the index version invalidates it sooner).")
     retrieval_answerer: Literal["auto", "openai", "extractive"] = Field(
@@ -338,6 +408,45 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="Stores with at least this many products sync through a bulk operation."
     )
     shopify_batch_size: int = Field(default=25, ge=1, description="Products per catalog message.")
+
+    # --- outbound webhooks -------------------------------------------------------------
+    webhooks_allow_private: bool = Field(
+        default=False,
+        description="Allow webhook endpoints on http:// and on loopback, link-local, private, multicast or unspecified "
+        "addresses (development only: a tenant could otherwise make the platform call its internal network).",
+    )
+    webhooks_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Seconds one webhook delivery may take (connect, send, first ~4 KB of the answer); "
+        "past it the attempt fails as a timeout and is retried.",
+    )
+    webhooks_max_attempts: int = Field(
+        default=8, ge=1, description="Attempts of one webhook delivery (exponential backoff with jitter between them) "
+        "before it goes to the webhooks dead-letter queue, replayable with `parley dlq replay`.",
+    )
+    webhooks_disable_after_hours: float = Field(
+        default=24.0, gt=0, description="An endpoint whose deliveries have failed without a success for this long is "
+        "disabled, with the reason on the dashboard and in `parley webhooks list` (`parley webhooks enable` turns it back on).",
+    )
+    webhooks_secret_overlap_hours: float = Field(
+        default=24.0, ge=0, description="After `rotate-secret`, how long the previous secret still signs deliveries "
+        "(beside the new one), so receivers can switch without losing one.",
+    )
+
+    # --- pass-through processing (POST /api/v1/process) -----------------------------------
+    process_max_bytes: int = Field(
+        default=5 * 1024 * 1024, gt=0, description="Largest file `POST /api/v1/process` takes (pass-through: processed, "
+        "delivered to a webhook, kept nowhere), in bytes; a bigger one gets 413 naming this limit before anything is kept. "
+        "The result (every chunk's text and vector) goes in one webhook body, several times the text's size.",
+    )
+    process_delivery_attempts: int = Field(
+        default=3, ge=1, description="Deliveries of one pass-through result tried in one processing run, a short pause "
+        "apart; when all fail the run is retried by the bus with backoff (PARLEY_MAX_ATTEMPTS runs in all, each extracting "
+        "again from the sealed upload), then the request fails and only its metadata is kept.",
+    )
+    process_retry_pause_seconds: float = Field(
+        default=1.0, ge=0, description="Pause before the second delivery attempt of a pass-through result within one run, "
+        "doubled for each further one.",
+    )
 
     # --- logging -----------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Log level.")

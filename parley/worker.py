@@ -22,6 +22,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -50,6 +51,9 @@ class WorkerContext:
     #: Resources a factory opened (an HTTP session, the parser fork server); closed, last first,
     #: when the worker stops.
     closers: list[Closer] = field(default_factory=list)
+    #: The worker's Prometheus registry (its /metrics), for a factory's own counters; None when the
+    #: consumer runs outside a worker process of its own (single-process mode, tests).
+    registry: Any = None
 
     def on_close(self, closer: Closer) -> None:
         self.closers.append(closer)
@@ -78,8 +82,10 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 
 
 async def run_worker(settings: Settings, *, name: str, build: ConsumerFactory,
-                     stop: asyncio.Event | None = None) -> None:
-    """Run the consumer `build` makes as the worker process `name` until `stop` is set (or a signal)."""
+                     stop: asyncio.Event | None = None, needs_index: bool = True) -> None:
+    """Run the consumer `build` makes as the worker process `name` until `stop` is set (or a signal).
+    ``needs_index=False``: a worker that neither embeds nor indexes (webhook delivery) loads no
+    model and opens no index; its context's ``embedder`` and ``index`` are None."""
     runtime.niceness_across_sessions()  # nice 19 under `parley up` must count against the retrieval service too
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
@@ -94,13 +100,17 @@ async def run_worker(settings: Settings, *, name: str, build: ConsumerFactory,
         await relay.start()
         resources.push_async_callback(relay.stop)
         resources.push_async_callback(relay.flush)  # runs before stop: what the last handlers staged goes out
-        embedder = await asyncio.to_thread(runtime.embedder, settings)
-        resources.push_async_callback(embedder.aclose)
-        index = create_vector_index(settings, role="writer", sessions=sessions)
-        resources.push_async_callback(index.aclose)
         metrics = WorkerMetrics(name)
+        embedder: Any = None
+        index: Any = None
+        if needs_index:
+            embedder = await asyncio.to_thread(runtime.embedder, settings)
+            resources.push_async_callback(embedder.aclose)
+            index = create_vector_index(settings, role="writer", sessions=sessions)
+            resources.push_async_callback(index.aclose)
+            index = metrics.counting(index)
         context = WorkerContext(settings=settings, sessions=sessions, broker=broker, embedder=embedder,
-                                index=metrics.counting(index))
+                                index=index, registry=metrics.registry)
         resources.push_async_callback(context.aclose)
         consumer = build(context)
         metrics.watch(consumer)

@@ -64,6 +64,8 @@ class Answer:
     answered_by: str  # "extractive" | "openai" | "extractive_fallback"
     #: False: the passages do not answer it, and ``text`` says so (`not_found_text`; cites nothing).
     found: bool = True
+    #: The chat model that wrote it (``answered_by`` "openai"), for feedback on the answer.
+    model: str | None = None
 
 
 class Answerer(Protocol):
@@ -239,11 +241,11 @@ class OpenAIAnswerer:
                 answered_by="extractive_fallback",
             )
         if NOT_FOUND_MARK in text:  # the model found no answer: the same reply as the offline answerer
-            return Answer(not_found_text(tenant), [], "openai", found=False)
+            return Answer(not_found_text(tenant), [], "openai", found=False, model=self.model)
         text, cited = checked_citations(text, {p.n for p in passages})
         if not text:
-            return Answer(not_found_text(tenant), [], "openai", found=False)
-        return Answer(text, cited or [p.n for p in passages], "openai")
+            return Answer(not_found_text(tenant), [], "openai", found=False, model=self.model)
+        return Answer(text, cited or [p.n for p in passages], "openai", model=self.model)
 
     async def aclose(self) -> None:
         if self.owns_client:

@@ -112,6 +112,7 @@ async def _resources(settings: Settings, deps: RetrievalDeps, freeze_heap: bool,
 
             index = create_vector_index(settings, role="reader", sessions=sessions, **(deps.vector_options or {}))
             closers.append(index.aclose)
+        app[METRICS].watch_residency(getattr(index, "residency_stats", None))
         answerer, rewriter = deps.answerer, deps.rewriter
         if config.use_openai and (answerer is None or (rewriter is None and config.rewrite_with_llm)):
             client = make_openai_client(config)

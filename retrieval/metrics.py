@@ -10,11 +10,20 @@ exposes exactly this registry.
 * ``parley_retrieval_cache_total{result="hit"|"miss"}``: answer cache lookups.
 * ``parley_retrieval_queries_total{outcome}``: found / not_found / error.
 * ``parley_retrieval_answers_total{answered_by}``: openai / extractive / extractive_fallback / none.
+* The embedded index's residency (`parley.vectors.residency`), sampled when scraped, no per-tenant
+  labels: ``parley_retrieval_resident_tenants``, ``parley_retrieval_resident_bytes`` (estimated),
+  ``parley_retrieval_memory_budget_bytes``, ``parley_retrieval_tenant_loads_total``,
+  ``parley_retrieval_tenant_evictions_total``, ``parley_retrieval_tenant_load_seconds`` (histogram).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 from retrieval.schemas import QueryResponse
 
@@ -44,8 +53,36 @@ class RetrievalMetrics:
             if ms > 0 or stage in ("cache", "total"):
                 self.stage_seconds.labels(stage).observe(ms / 1000.0)
 
+    def watch_residency(self, stats: Callable[[], dict[str, Any]] | None) -> None:
+        """Expose the index's residency figures (``EmbeddedVectorIndex.residency_stats``) on /metrics."""
+        if stats is not None:
+            self.registry.register(_ResidencyCollector(stats))
+
     def error(self) -> None:
         self.queries.labels("error").inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ResidencyCollector(Collector):
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Any]:
+        s = self._stats()
+        yield GaugeMetricFamily("parley_retrieval_resident_tenants", "Tenants the index holds in memory now.",
+                                value=s["resident_tenants"])
+        yield GaugeMetricFamily("parley_retrieval_resident_bytes", "Estimated bytes of the tenants held in memory.",
+                                value=s["estimated_bytes"])
+        yield GaugeMetricFamily("parley_retrieval_memory_budget_bytes", "The residency budget (0: unbounded).",
+                                value=s["budget_bytes"] or 0)
+        yield CounterMetricFamily("parley_retrieval_tenant_loads", "Tenants loaded into memory (first use or after release).",
+                                  value=s["loads"])
+        yield CounterMetricFamily("parley_retrieval_tenant_evictions", "Tenants released to stay within the budget.",
+                                  value=s["evictions"])
+        yield HistogramMetricFamily(
+            "parley_retrieval_tenant_load_seconds", "Time to load one tenant (snapshot plus change feed).",
+            buckets=[("+Inf" if le == float("inf") else str(le), n) for le, n in s["load_buckets"]],
+            sum_value=s["load_seconds_sum"],
+        )

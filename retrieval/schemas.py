@@ -153,6 +153,8 @@ class QueryResponse(BaseModel):
     found: bool = True
     #: "extractive", "openai", "none" (nothing found); "extractive" also after an OpenAI failure.
     answered_by: str = "extractive"
+    #: The chat model's name when ``answered_by`` is "openai" (stored with feedback on the answer).
+    answer_model: str | None = None
     #: The ranking behind the answer (`RankedSource`), only when the request asked for ``sources``.
     sources: list[RankedSource] | None = None
 

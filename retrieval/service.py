@@ -182,7 +182,7 @@ class RetrievalService:
         timings["total"] = _ms(start)
         return QueryResponse(
             answer=answer.text, citations=citations, standalone_question=question, timings=timings,
-            found=answer.found, answered_by=answer.answered_by,
+            found=answer.found, answered_by=answer.answered_by, answer_model=answer.model,
             sources=await self._ranked_sources(tenant.id, ranked, sources, citations) if sources else None,
         )
 

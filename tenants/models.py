@@ -26,6 +26,9 @@ class Tenant(TimestampMixin, Base):
     embedding_dimension: Mapped[int | None] = mapped_column(Integer)
     max_upload_bytes: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default="active")
+    #: What `POST /api/documents` does with a file: ``index`` (the knowledge base) or
+    #: ``pass-through`` (refused: files go to `POST /api/v1/process`, which keeps nothing; `passthrough`).
+    api_upload_mode: Mapped[str] = mapped_column(String(16), default="index", server_default="index")
 
 
 class ChannelKind(str, enum.Enum):

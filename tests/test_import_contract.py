@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS = ("parley", "tenants", "knowledge", "bot", "retrieval", "ingestion", "integrations", "cli")
+OURS = ("parley", "tenants", "knowledge", "bot", "retrieval", "ingestion", "integrations", "cli", "webhooks", "passthrough")
 
 # package -> the packages of ours it may import (itself always allowed)
 ALLOWED: dict[str, set[str]] = {
@@ -14,10 +14,14 @@ ALLOWED: dict[str, set[str]] = {
     "tenants": {"parley"},
     "integrations": {"parley"},
     "knowledge": {"parley", "tenants"},
+    "webhooks": {"parley", "tenants"},  # outbound webhooks: endpoints, deliveries, their consumer
+    "passthrough": {"parley", "tenants", "webhooks"},  # pass-through processing: requests, sealed uploads, delivery
     "retrieval": {"parley", "tenants", "knowledge"},
-    "ingestion": {"parley", "tenants", "knowledge", "integrations.shopify"},
-    "bot": {"parley", "tenants", "knowledge", "integrations.shopify", "retrieval.client", "retrieval.schemas"},
-    "cli": {"parley", "tenants", "knowledge", "integrations", "bot", "retrieval", "ingestion"},  # the composition root
+    "ingestion": {"parley", "tenants", "knowledge", "integrations.shopify", "webhooks", "passthrough"},
+    "bot": {"parley", "tenants", "knowledge", "integrations.shopify", "retrieval.client", "retrieval.schemas", "webhooks",
+            "passthrough"},
+    "cli": {"parley", "tenants", "knowledge", "integrations", "bot", "retrieval", "ingestion", "webhooks",
+            "passthrough"},  # the composition root
 }
 
 

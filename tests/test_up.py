@@ -32,7 +32,7 @@ except Exception:  # pragma: no cover - the embeddings package itself is broken
     HAVE_MODEL = False
 
 needs_model = pytest.mark.skipif(not HAVE_MODEL, reason="the local embedding model is not installed (scripts/bootstrap.sh)")
-PROCESSES = ("retrieval", "gateway", "documents-worker", "catalog-worker")
+PROCESSES = ("retrieval", "gateway", "documents-worker", "catalog-worker", "webhooks-worker")
 RETURNS = b"# Returns policy\n\nYou can return any item within 30 days of delivery for a full refund.\n"
 
 

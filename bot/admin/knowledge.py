@@ -71,7 +71,7 @@ async def restore(request: web.Request) -> web.Response:
     gw, tenant_id = request.app[GATEWAY], request[TENANT]
     async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
         document = await restore_document(session, tenant_id=tenant_id, document_id=request.match_info["id"],
-                                          actor=admin_actor(request))
+                                          actor=admin_actor(request), plan=gw.intake.plan)
         body = {"document": document_json(document), "replaces": document.replaces_id}
     return web.json_response(body, status=202)
 

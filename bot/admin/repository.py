@@ -33,7 +33,8 @@ from tenants.models import ChannelInstallation, ChannelKind
 from tenants.repository import InstallationRepository
 
 #: Installation details that may be shown (never secrets; those are sealed in another column anyway).
-SHOWN_DETAILS = ("team_id", "bot_user_id", "shop_name", "currency", "scopes", "username")
+SHOWN_DETAILS = ("team_id", "bot_user_id", "shop_name", "currency", "scopes", "username", "enterprise_id", "uploaders",
+                 "connected_via", "connected_by", "token_rotated_at")
 
 
 class _Scoped:

@@ -3,7 +3,7 @@
     GET  /admin/login, POST /admin/login      the sign-in form (a tenant API key) -> session cookie
                                               (wrong keys count per address: 429 when locked out, `bot.limits`)
     POST /admin/logout
-    GET  /admin/{documents,history,jobs,dead-letters,channels,conversations,chat}   the pages (one static shell)
+    GET  /admin/{documents,history,jobs,dead-letters,channels,conversations,chat,analytics,webhooks,...}   the pages (one static shell)
     GET  /admin/static/...                    its script and style sheet (no build step)
 
     GET  /admin/api/session                   tenant, key prefix and the CSRF token for the page's POSTs
@@ -15,10 +15,22 @@
     GET  /admin/api/jobs                      with done/failed/total, the report and its breakdown   GET /admin/api/jobs/{id}
     GET  /admin/api/dead-letters[?all=1]      POST /admin/api/dead-letters/{id}/replay (through parley.bus.replay)
     GET  /admin/api/channels                  installations and their health
+    GET  /admin/api/channels/setup, POST /admin/api/channels/{slack,instagram,shopify}, POST .../{kind}/{ref}/{disconnect,rotate}
+                                              connecting channels without code (`bot.admin.channels`)
     GET  /admin/api/conversations             recent messages with answer latency   GET /admin/api/conversations/{id}
     POST /admin/api/chat                      ask (the web chat's handler)
+    POST /admin/api/chat/feedback             rate an answer (the web chat's handler)
     GET  /admin/api/knowledge-events, POST /admin/api/documents/{id}/restore, GET/POST /admin/api/uploaders,
     POST /admin/api/uploaders/remove          the knowledge history and who may upload (`bot.admin.knowledge`)
+    GET  /admin/api/analytics[?since=7d], GET /admin/api/analytics.csv   the figures and the to-do list (`bot.admin.analytics`)
+    GET  /admin/api/passthrough, POST /admin/api/passthrough/api-uploads   pass-through processing: the API upload
+                                              mode and the recent requests, metadata only (`bot.admin.passthrough`)
+    GET/POST /admin/api/webhooks, GET/PATCH/DELETE /admin/api/webhooks/{id}, POST .../{id}/{rotate,enable,disable,test}
+                                              outbound webhooks and their delivery log (`bot.admin.webhooks`)
+    GET  /admin/api/usage                     the plan's limits and what is used, for the "Plan & usage" page
+                                              (`bot.admin.usage`)
+    GET/POST /admin/api/retention, POST /admin/api/erasure   the Privacy page: retention settings, erasing
+                                              one end customer with a dry-run preview (`bot.privacy.routes`)
     GET/POST /admin/api/widgets, POST /admin/api/widgets/{id}/{origins,revoke}
                                               the embeddable web chat widgets (`bot.admin.widgets`)
 
@@ -36,16 +48,26 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.admin import documents, knowledge, widgets
+from bot.admin import analytics, documents, knowledge, widgets
+from bot.admin import handoff as handoff_admin
+from bot.admin import passthrough as passthrough_admin
+from bot.admin import usage as usage_admin
+from bot.admin import webhooks as webhooks_admin
+from bot.admin import channels as channel_connect
 from bot.admin import session as auth
 from bot.admin.repository import (
     ChannelHealthReader, DeadLetterRepository, dead_letter_json, document_names, latency_summary,
 )
 from bot.channels.web import routes as webchat
+from bot.conversation.failures import by_message as delivery_failures_by_message, failure_json
+from bot.feedback.repository import FeedbackRepository
+from bot.feedback.service import feedback_json
+from bot.privacy import routes as privacy
 from bot.context import GATEWAY
 from bot.conversation.repository import InboundRepository
 from bot.http import SECURITY_HEADERS, TENANT
-from knowledge.retry import REPLAY_RULES
+from knowledge.retry import REPLAY_RULES as KNOWLEDGE_RULES
+from webhooks.service import REPLAY_RULES as WEBHOOK_RULES
 from parley.bus import replay
 from parley.bus.dead_letters import check_replays
 from parley.db import unit_of_work
@@ -55,7 +77,11 @@ from parley.errors import AlreadyExists, InvalidInput, Unavailable
 from tenants.repository import ApiKeyRepository, TenantDirectory, authenticate_api_key
 
 STATIC = Path(__file__).parent / "static"
-PAGES = ("documents", "history", "jobs", "dead-letters", "channels", "conversations", "chat")
+#: Which dead letters a replay can help, by message type (documents, webhook deliveries).
+REPLAY_RULES = {**KNOWLEDGE_RULES, **WEBHOOK_RULES}
+
+PAGES = ("documents", "history", "jobs", "dead-letters", "channels", "conversations", "chat", "analytics", "passthrough",
+         "handoff", "webhooks", "usage", "privacy")
 
 # Every dashboard response carries bot.http.SECURITY_HEADERS (shared with the web chat's pages).
 
@@ -152,8 +178,23 @@ async def jobs(request: web.Request) -> web.Response:
         out = []
         for j in rows:
             breakdown = await job_breakdown(session, j)
-            out.append({**webchat.job_json(j), "report": report_text(breakdown), "breakdown": breakdown})
+            out.append({**webchat.job_json(j), "report": report_text(breakdown), "breakdown": breakdown,
+                        "pending": max(0, j.total - j.done - j.failed), "stall_reason": j.stall_reason,
+                        "stall_detail": j.stall_detail,
+                        "stalled_at": j.stalled_at.isoformat() if j.stalled_at else None})
         return web.json_response({"jobs": out})
+
+
+async def resume_job(request: web.Request) -> web.Response:
+    """Re-queue a stalled job's pending items (the CLI's `parley jobs resume`; idempotent)."""
+    from knowledge.stalls import resume
+
+    gw, tenant_id = request.app[GATEWAY], request[TENANT]
+    async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
+        job = await JobRepository(session, tenant_id).resolve(request.match_info["id"])
+        done = await resume(session, tenant_id=tenant_id, job_id=job.id)
+    return web.json_response({"job_id": done.job_id, "requeued": done.requeued, "already_running": done.already_running},
+                             status=202 if done.requeued else 200)
 
 
 async def dead_letters(request: web.Request) -> web.Response:
@@ -198,7 +239,14 @@ async def conversations(request: web.Request) -> web.Response:
     gw, tenant_id = request.app[GATEWAY], request[TENANT]
     async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
         rows = await InboundRepository(session, tenant_id).recent(limit=_limit(request), channel=request.query.get("channel"))
-        return web.json_response({"messages": [webchat.message_json(m) for m in rows], "latency": latency_summary(rows)})
+        # what the customer did not receive (outside Instagram's window, refused by Graph) and the ratings
+        failures = await delivery_failures_by_message(session, tenant_id, rows)
+        ratings: dict[str, list[Any]] = {}
+        for f in await FeedbackRepository(session, tenant_id).of_messages([m.id for m in rows]):
+            ratings.setdefault(f.message_id, []).append(feedback_json(f))
+        return web.json_response({"messages": [{**webchat.message_json(m), "feedback": ratings.get(m.id, []),
+                                                "delivery_failures": [failure_json(f) for f in failures.get(m.id, [])]}
+                                               for m in rows], "latency": latency_summary(rows)})
 
 
 def _limit(request: web.Request, default: int = 100) -> int:
@@ -235,14 +283,24 @@ def setup_admin_routes(app: web.Application) -> None:
         ("GET", "documents/{id}", webchat.get_document),
         ("GET", "jobs", jobs),
         ("GET", "jobs/{id}", webchat.get_job),
+        ("POST", "jobs/{id}/resume", resume_job),  # a stalled job's pending items again (knowledge.stalls)
         ("GET", "dead-letters", dead_letters),
         ("POST", "dead-letters/{id}/replay", replay_dead_letter),
         ("GET", "channels", channels),
+        *channel_connect.API,  # connect, disconnect, rotate, setup paths (bot.admin.channels)
         ("GET", "conversations", conversations),
         ("GET", "conversations/{id}", webchat.get_conversation),
         ("POST", "chat", webchat.chat),
+        ("GET", "chat/updates", webchat.chat_updates),  # staff replies in a handed-off chat (bot.conversation.handoff)
+        ("POST", "chat/feedback", webchat.chat_feedback),  # 👍/👎 under the chat page's answers (bot.feedback)
         *knowledge.API,  # the knowledge history, restore, and who may upload (bot.admin.knowledge)
         *widgets.API,  # the web chat widgets and their snippets (bot.admin.widgets)
+        *analytics.API,  # the figures, the to-do list and its CSV (bot.admin.analytics)
+        *handoff_admin.API,  # handoff settings, handed-off conversations, take / resolve / hand back (bot.admin.handoff)
+        *privacy.API,  # retention settings and erasure of one end customer (bot.privacy.routes)
+        *passthrough_admin.API,  # the API upload mode and the pass-through requests (bot.admin.passthrough)
+        *usage_admin.API,  # the plan's limits and what is used (bot.admin.usage)
+        *webhooks_admin.API,  # outbound webhook endpoints, rotation, test, delivery log (bot.admin.webhooks)
     ]
     for method, path, handler in api:
         app.router.add_route(method, f"/admin/api/{path}", guard(handler))

@@ -160,6 +160,7 @@ class AnswerDispatcher:
     # --- recovery -------------------------------------------------------------------------
     async def recover(self, *, at_start: bool) -> int:
         await self.release_ready()  # questions whose files were read while nobody listened (a restart)
+        await self.service.handoffs.sweep()  # handoff timeouts, staff threads and replies left undone (never raises)
         found = await self.service.recoverable(at_start=at_start)
         taken = 0
         for row in found:

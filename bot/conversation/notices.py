@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.conversation.schemas import Channel, DeliveryError, Reply
 from bot.metrics import GatewayMetrics
+from tenants.deletion import tenant_exists
 from parley.bus import Broker, Consumer, Permanent, Received, Retryable, mark_processed
 from parley.bus.contracts import NOTICE_REQUESTED, QUEUE_NOTIFICATIONS, NoticeRequested
 
@@ -47,7 +48,7 @@ def notifications_consumer(
     """``on_settled(tenant_id)`` runs after a notice that a document or job is done (indexed,
     failed, a job's report) was posted: the gateway answers the questions that waited for it."""
     consumer = Consumer(name="gateway-notifier", queue=QUEUE_NOTIFICATIONS, broker=broker, sessions=sessions,
-                        max_attempts=max_attempts, prefetch=prefetch)
+                        max_attempts=max_attempts, prefetch=prefetch, tenant_exists=tenant_exists)
 
     async def on_notice(msg: Received[NoticeRequested]) -> None:
         target = dict(msg.payload.target)

@@ -65,6 +65,8 @@ def _row(msg: IncomingMessage) -> dict[str, Any]:
         context["sent_at"] = msg.sent_at.isoformat()
     if msg.attachments:
         context["attachments"] = [a.to_json() for a in msg.attachments]
+    if msg.feedback:
+        context["feedback"] = msg.feedback[:128]
     return {"id": new_id(), "tenant_id": msg.tenant_id, "channel": msg.channel,
             "external_event_id": msg.external_event_id[:255], "conversation_id": msg.conversation_id[:255],
             "sender_id": msg.sender_id[:255], "text": msg.text, "status": RECEIVED, "attempts": 0,

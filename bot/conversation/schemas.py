@@ -46,6 +46,8 @@ class IncomingMessage:
     route: dict[str, Any] = field(default_factory=dict)
     sent_at: dt.datetime | None = None  # the vendor's timestamp (reply windows are measured from it)
     attachments: tuple[Attachment, ...] = ()
+    #: A rating control was used instead of typing (Instagram quick reply): ``feedback:<up|down>:<message id>``.
+    feedback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ class Standing:
 class Reply:
     text: str
     citations: list[dict[str, Any]] = field(default_factory=list)
+    #: The inbound message this reply answers, when the answer may be rated (👍/👎, `bot.feedback`):
+    #: the channel puts its rating controls under it (Slack buttons, Instagram quick replies).
+    feedback_id: str | None = None
 
 
 @dataclass
@@ -94,10 +99,13 @@ class Channel(Protocol):
     #: How long after the customer's message a reply is still allowed (Instagram: 24 h); None: always.
     reply_window: dt.timedelta | None
 
-    async def send(self, *, tenant_id: str, route: dict[str, Any], reply: Reply, progress: dict[str, Any]) -> None:
+    async def send(self, *, tenant_id: str, route: dict[str, Any], reply: Reply, progress: dict[str, Any],
+                   by: str = "bot") -> None:
         """Post the reply into the conversation. ``progress`` survives retries of the same reply
         (a channel that sends in parts records what went out, so a retry does not repeat it).
-        Raises `DeliveryError`."""
+        ``by``: ``bot`` (an answer, a notice) or ``human`` (a person's reply relayed by the handoff;
+        Instagram allows it a longer window). Raises `DeliveryError`, or `OutsideMessagingWindow`
+        (`bot.conversation.windows`) when the vendor's window does not allow the send."""
         ...
 
     def download(self, *, tenant_id: str, route: dict[str, Any], attachment: Attachment) -> AbstractAsyncContextManager[Download]:

@@ -27,14 +27,19 @@ import asyncio
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.conversation import handoff as ho
 from bot.conversation import repository as repo
-from bot.conversation.repository import ANSWERED, EXPIRED, FAILED, RECEIVED, WAITING, Recoverable
+from bot.conversation.handoff import ConversationState, Handoffs
+from bot.conversation.failures import OUTSIDE_WINDOW, record_failure
+from bot.conversation.repository import ANSWERED, EXPIRED, FAILED, IGNORED, RECEIVED, WAITING, Recoverable
+from bot.conversation.windows import outside_window
+from bot.feedback import service as feedback
 from bot.conversation.priority import AckPriority
 from bot.conversation.retry import RetryPolicy, retrying
 from bot.conversation.schemas import Attachment, Channel, Reply, Standing
@@ -50,9 +55,15 @@ from parley.errors import ParleyError, TooLarge
 from parley.logging import bound
 from retrieval.client import RetrievalClient
 from retrieval.schemas import MAX_MESSAGE_CHARS, MAX_TURNS, QueryRequest, Turn, question_problem
-from tenants import uploaders
+from tenants import quotas, uploaders
+from tenants.quotas import QuotaExceeded
 
 log = logging.getLogger("parley.gateway.conversation")
+
+RATING_THANKS = "Thanks for the feedback!"
+COMMENT_PROMPT = ("Sorry this didn't help. What was wrong or missing? Your next message here goes to the team as "
+                  "your comment.")
+COMMENT_THANKS = "Thanks, I've passed your comment on to the team."
 
 #: Statuses of a known document that a question sent with it still waits for.
 UNSETTLED = frozenset({DocumentStatus.queued.value, DocumentStatus.processing.value})
@@ -77,6 +88,8 @@ class Outcome:
     citations: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     answer_ms: float | None = None
+    #: The plan's refusal when the question was not answered because the tenant's questions are used up.
+    quota: QuotaExceeded | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +109,10 @@ class _Held:
     token: int
     context: dict[str, Any] = field(default_factory=dict)
     turns: list[ConversationTurn] = field(default_factory=list)
+    #: Who owns the conversation and the tenant's handoff policy, read with the claim (`bot.conversation.handoff`).
+    convo: ConversationState | None = None
+    #: The handoff trigger this message pulls (asked / keyword / thumbs_down), if any.
+    trigger: str | None = None
 
     @classmethod
     def of(cls, row: InboundMessage, token: int) -> _Held:
@@ -129,6 +146,7 @@ class ConversationService:
         intake: UploadIntake,
         policy: AnswerPolicy | None = None,
         metrics: GatewayMetrics | None = None,
+        handoffs: Handoffs | None = None,
     ) -> None:
         self.sessions = sessions
         self.retrieval = retrieval
@@ -136,6 +154,10 @@ class ConversationService:
         self.intake = intake
         self.policy = policy or AnswerPolicy()
         self.metrics = metrics or GatewayMetrics()
+        #: Handoff to a person: its staff side (a Slack desk) is given by the gateway; without one,
+        #: conversations are still handed off and worked from the dashboard.
+        self.handoffs = handoffs or Handoffs(sessions=sessions, channels=channels, metrics=self.metrics,
+                                             retry=self.policy.retry)
         #: Set by the gateway when answering shares the webhooks' event loop (see `AckPriority`).
         self.priority: AckPriority | None = None
         self._acks: dict[str, float] = {}
@@ -174,6 +196,12 @@ class ConversationService:
             held = _Held.of(claimed[1], claimed[0])
             if held.question:  # the history the answer needs, in the same transaction
                 held.turns.extend(await repo.recent_turns(session, tenant_id, held.conversation_id, self.policy.history_turns))
+            # who owns the conversation (a person: the bot stays silent), and whether this message hands it off
+            convo = await ho.load(session, tenant_id=tenant_id, channel=held.channel, conversation_id=held.conversation_id)
+            trigger = await ho.detect(session, tenant_id=tenant_id, channel=held.channel,
+                                      conversation_id=held.conversation_id, message_id=held.id, text=held.text,
+                                      state=convo) if held.question else None
+            held = replace(held, convo=convo, trigger=trigger)
         with bound(tenant_id=tenant_id, message_id=message_id, channel=held.channel, correlation_id=message_id):
             try:
                 async with asyncio.timeout(self.policy.deadline):
@@ -200,19 +228,80 @@ class ConversationService:
             return await self._finish_failed(held, f"no channel {held.channel!r} is configured in this gateway")
         window = channel.reply_window
         if window is not None and held.sent_at is not None and utcnow() - held.sent_at > window:
-            return await self._finish(held, EXPIRED, error=f"the {window} reply window had passed")
+            # too late to answer: recorded as a delivery failure (shown, counted), not dropped in silence
+            reason = outside_window(held.channel, utcnow() - held.sent_at, window)
+            await record_failure(self.sessions, self.metrics, tenant_id=held.tenant_id, channel=held.channel,
+                                 conversation_id=held.conversation_id, message_id=held.id, reason_code=OUTSIDE_WINDOW,
+                                 detail=reason, by="bot")
+            return await self._finish(held, EXPIRED, error=reason)
+        if held.convo is not None and held.convo.person_owns:  # a person answers here: the bot stays silent
+            return await self._silent(held)
+        if held.context.get("feedback"):  # a rating control (Instagram quick reply), not a question
+            return await self._rating(held, channel)
+        if not held.attachments and await self._comment(held, channel):  # the comment a 👎 asked for
+            return await self._finish(held, IGNORED, reply=Reply(COMMENT_THANKS))
         if held.attachments and not held.files_taken:
             return await self._ingest(held, channel)
         problem = question_problem(held.text)
         if problem is not None:  # empty, huge or wordless: say so, politely, without asking retrieval
-            return await self._reply(held, channel, Reply(problem))
+            return await self._reply(held, channel, Reply(problem), outcome="bad_question")
+        if held.trigger is not None and held.convo is not None:
+            return await self._hand_off(held, channel, held.trigger)
         return await self._answer(held, channel)
 
-    async def _reply(self, held: _Held, channel: Channel, reply: Reply) -> Outcome:
+    async def _reply(self, held: _Held, channel: Channel, reply: Reply, *, outcome: str | None = None) -> Outcome:
         problem = await self._deliver(held, channel, reply)
         if problem is not None:
             return await self._finish_failed(held, problem, reply=reply)
-        return await self._finish(held, ANSWERED, reply=reply)
+        return await self._finish(held, ANSWERED, reply=reply, outcome=outcome)
+
+    # --- handoff to a person (bot.conversation.handoff) --------------------------------------
+    async def _silent(self, held: _Held) -> Outcome:
+        """A person owns the conversation: not answered, posted into their staff thread instead
+        (before it is recorded: a restart in between posts it again rather than losing it)."""
+        assert held.convo is not None and held.convo.row_id is not None
+        await self.handoffs.customer_said(held.tenant_id, held.convo.row_id, held.text, [a.name for a in held.attachments])
+        return await self._finish(held, IGNORED, outcome="silent")
+
+    async def _hand_off(self, held: _Held, channel: Channel, trigger: str, *, reply: Reply | None = None,
+                        turns: bool = False, context: dict[str, Any] | None = None) -> Outcome:
+        """Tell the customer a person will answer (and roughly when), then hand the conversation
+        off in the unit of work that records the message; then open the staff thread."""
+        convo = held.convo
+        assert convo is not None
+        reply = reply or Reply(ho.handoff_notice(convo.policy))
+        problem = await self._deliver(held, channel, reply)
+        handed: list[str | None] = []
+
+        async def then(session: AsyncSession) -> None:
+            handed.append(await self.handoffs.hand_off(
+                session, tenant_id=held.tenant_id, channel=held.channel, conversation_id=held.conversation_id,
+                customer_id=held.sender_id, route=held.route, trigger=trigger, policy=convo.policy))
+
+        outcome = await self._finish(held, ANSWERED if problem is None else FAILED, reply=reply,
+                                     error=problem[:2000] if problem else None, turns=turns and problem is None,
+                                     context=context, outcome="handed_off", then=then)
+        if handed and handed[0] is not None:
+            await self.handoffs.open_thread(held.tenant_id, handed[0])
+        return outcome
+
+    def _streak(self, held: _Held, *, refused: bool) -> Callable[[AsyncSession], Awaitable[None]] | None:
+        """Count a refused answer (for a tenant that hands off on refusals), or reset the count."""
+        convo = held.convo
+        if convo is None:
+            return None
+        if refused and convo.policy.active and convo.policy.after_refusals > 0:
+            async def count(session: AsyncSession) -> None:
+                await self.handoffs.count_refusal(session, tenant_id=held.tenant_id, channel=held.channel,
+                                                  conversation_id=held.conversation_id, customer_id=held.sender_id,
+                                                  route=held.route)
+            return count
+        row_id = convo.row_id
+        if not refused and row_id is not None and convo.refused_streak:
+            async def reset(session: AsyncSession) -> None:
+                await self.handoffs.reset_refusals(session, tenant_id=held.tenant_id, row_id=row_id)
+            return reset
+        return None
 
     async def _answer(self, held: _Held, channel: Channel) -> Outcome:
         turns = held.turns
@@ -221,6 +310,15 @@ class ConversationService:
             async with unit_of_work(self.sessions, tenant_id=held.tenant_id) as session:
                 files = await repo.awaited_files(session, held.tenant_id, list(held.context.get("awaits") or []))
             preface = _files_preface(files)
+        refused = await self._charge_question(held)
+        if refused is not None:  # the plan's questions are used up: say so, politely, without a lookup
+            reply = Reply(refused.message)
+            delivered = await self._deliver(held, channel, reply)
+            if delivered is not None:
+                return await self._finish_failed(held, delivered, reply=reply)
+            done = await self._finish(held, ANSWERED, reply=reply, error=f"{refused.code}: {refused.message}",
+                                      outcome=QuotaExceeded.code)
+            return replace(done, quota=refused)
         request = QueryRequest(
             tenant_id=held.tenant_id, conversation_id=held.conversation_id[:256], message=held.text.strip(),
             turns=[Turn(role="user" if t.role == "user" else "assistant", text=t.text[: MAX_MESSAGE_CHARS * 4])
@@ -236,11 +334,67 @@ class ConversationService:
             await self._try_send(held, channel, Reply(
                 f"Sorry, I can't answer right now. Please try again in a few minutes. (error id {error_id})"))
             return await self._finish_failed(held, f"retrieval failed: {exc.code}: {exc.message} (error id {error_id})")
-        reply = Reply(text=preface + response.answer, citations=[c.model_dump(exclude_none=True) for c in response.citations])
+        reply = Reply(text=preface + response.answer, citations=[c.model_dump(exclude_none=True) for c in response.citations],
+                      feedback_id=held.id)  # an answer: it may be rated (👍/👎, bot.feedback)
+        # who produced it (extractive, or the chat model), for the feedback on it
+        context = {**held.context, "answered_by": response.answer_model or response.answered_by}
+        if not response.found and held.convo is not None and ho.refusals_trigger(held.convo):
+            # the tenant's number of unanswered questions in a row: this one hands the conversation off
+            reply = replace(reply, text=reply.text + "\n\n" + ho.handoff_notice(held.convo.policy))
+            return await self._hand_off(held, channel, "refusals", reply=reply, turns=True, context=context)
         delivered = await self._deliver(held, channel, reply)
         if delivered is not None:
             return await self._finish_failed(held, delivered, reply=reply)
-        return await self._finish(held, ANSWERED, reply=reply, turns=True)
+        return await self._finish(held, ANSWERED, reply=reply, turns=True, context=context,
+                                  outcome="answered" if response.found else "refused",
+                                  then=self._streak(held, refused=not response.found))
+
+    async def _charge_question(self, held: _Held) -> QuotaExceeded | None:
+        """Count the question against the tenant's plan, once per message (a recovered or repeated
+        answer of the same message counts nothing more); the refusal when the plan is used up."""
+        try:
+            async with unit_of_work(self.sessions, tenant_id=held.tenant_id) as session:
+                await quotas.charge_question(session, tenant_id=held.tenant_id, defaults=self.intake.plan,
+                                             key=f"message:{held.id}")
+        except QuotaExceeded as exc:
+            self.metrics.quota_refusals.labels(held.channel, exc.resource).inc()
+            await quotas.note_refusal(self.sessions, tenant_id=held.tenant_id, exc=exc)
+            return exc
+        return None
+
+    # --- feedback (bot.feedback) ------------------------------------------------------------
+    async def _rating(self, held: _Held, channel: Channel) -> Outcome:
+        """A 👍/👎 quick reply: recorded on the answer it rates; a 👎 asks what was wrong."""
+        parsed = feedback.parse_action(str(held.context.get("feedback")))
+        if parsed is None:
+            return await self._finish(held, IGNORED, error="not a rating this bot sent")
+        rating, message_id = parsed
+        try:
+            async with unit_of_work(self.sessions, tenant_id=held.tenant_id) as session:
+                rated = await feedback.rate(session, tenant_id=held.tenant_id, message_id=message_id, rater_id=held.sender_id,
+                                            rating=rating, channel=held.channel, asker=held.sender_id)
+                ask = rating == feedback.DOWN and rated.comment is None
+                if ask:
+                    await feedback.request_comment(session, tenant_id=held.tenant_id, feedback_id=rated.id)
+        except ParleyError as exc:
+            return await self._finish(held, IGNORED, error=f"rating not recorded: {exc.message}")
+        if rated.changed:
+            self.metrics.feedback.labels(held.channel, rating).inc()
+        reply = Reply(COMMENT_PROMPT if ask else RATING_THANKS)
+        problem = await self._deliver(held, channel, reply)
+        return await self._finish(held, IGNORED, reply=reply, error=problem)
+
+    async def _comment(self, held: _Held, channel: Channel) -> bool:
+        if not held.text.strip():
+            return False
+        async with unit_of_work(self.sessions, tenant_id=held.tenant_id) as session:
+            taken = await feedback.take_requested_comment(session, tenant_id=held.tenant_id, channel=held.channel,
+                                                          rater_id=held.sender_id, text=held.text)
+        if taken is None:
+            return False
+        self.metrics.feedback_comments.labels(held.channel).inc()
+        await self._deliver(held, channel, Reply(COMMENT_THANKS))
+        return True
 
     async def _ingest(self, held: _Held, channel: Channel) -> Outcome:
         """Take the files. A question sent with them waits (``waiting``) until they are read - the
@@ -315,9 +469,14 @@ class ConversationService:
         awaits: list[dict[str, str]] = []
         if stored:
             notify = {"channel": held.channel, **held.route}
-            submission = await self.intake.submit(held.tenant_id, source=held.channel, files=stored, notify=notify,
-                                                  description=f"{plural(len(stored), 'file')} sent in a {held.channel} DM",
-                                                  actor=actor)
+            try:
+                submission = await self.intake.submit(held.tenant_id, source=held.channel, files=stored, notify=notify,
+                                                      description=f"{plural(len(stored), 'file')} sent in a {held.channel} DM",
+                                                      actor=actor)
+            except QuotaExceeded as exc:  # past the plan: nothing was kept, and the notice names the limit
+                self.metrics.uploads.labels(held.channel, exc.code).inc(len(stored))
+                self.metrics.quota_refusals.labels(held.channel, exc.resource).inc()
+                return "\n".join([f"I haven't kept {', '.join(f.name for f in stored)}: {exc.message}", *problems]), []
             new = [f.name for f in submission.files if f.created]
             known = [f for f in submission.files if not f.created and not f.refused]
             for f in submission.files:
@@ -376,7 +535,10 @@ class ConversationService:
 
     # --- recording --------------------------------------------------------------------------
     async def _finish(self, held: _Held, status: str, *, reply: Reply | None = None, error: str | None = None,
-                      turns: bool = False, context: dict[str, Any] | None = None) -> Outcome:
+                      turns: bool = False, context: dict[str, Any] | None = None, outcome: str | None = None,
+                      then: Callable[[AsyncSession], Awaitable[None]] | None = None) -> Outcome:
+        """Record the outcome (``outcome``: answered / refused / handed_off / silent / bad_question);
+        ``then`` runs in the same unit of work when the record lands (the conversation's state)."""
         now = utcnow()
         answer_ms = round((now - held.received_at).total_seconds() * 1000, 1)
         await self._yield_to_webhooks()
@@ -385,6 +547,8 @@ class ConversationService:
             values["ack_ms"] = self._acks.pop(held.id)
         if context is not None:
             values["context"] = context
+        if outcome is not None:
+            values["outcome"] = outcome
         async with unit_of_work(self.sessions, tenant_id=held.tenant_id) as session:
             landed = await repo.finish(
                 session, held.id, held.token, status=status, reply=reply.text if reply else None,
@@ -398,9 +562,13 @@ class ConversationService:
                     ConversationTurn(tenant_id=held.tenant_id, conversation_id=held.conversation_id, role="assistant",
                                      text=reply.text, created_at=now),
                 ])
+            if landed and then is not None:
+                await then(session)
         self._finished[held.id] = None
         if len(self._finished) > 10_000:
             self._finished.pop(next(iter(self._finished)))
+        if landed and outcome is not None:
+            self.metrics.questions.labels(held.channel, outcome).inc()  # bot.analytics' outcomes, as a counter
         if not landed:
             log.warning("the claim on the message was lost before its outcome was recorded")
         return Outcome(held.id, status, reply=reply.text if reply else None, citations=reply.citations if reply else [],

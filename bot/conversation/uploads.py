@@ -28,8 +28,11 @@ from parley.db import unit_of_work
 from knowledge.audit import Actor
 from knowledge.repository import DocumentRepository
 from knowledge.service import create_job, submit_upload
+from knowledge.usage import batch_refusal
 from parley.errors import InvalidInput, TooLarge, UnsupportedType
 from parley.formats import FormatRegistry, base_type
+from tenants import quotas
+from tenants.quotas import PlanDefaults, QuotaExceeded
 from tenants.repository import TenantDirectory
 
 log = logging.getLogger("parley.gateway.uploads")
@@ -76,10 +79,12 @@ class Submission:
 
 class UploadIntake:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], blobs: BlobStore, *, default_max_bytes: int,
-                 formats: FormatRegistry) -> None:
+                 formats: FormatRegistry, plan: PlanDefaults | None = None) -> None:
         self.sessions = sessions
         self.blobs = blobs
         self.default_max_bytes = default_max_bytes
+        #: The plan limits of tenants without their own (PARLEY_PLAN_MAX_*).
+        self.plan = plan or PlanDefaults()
         #: What this gateway accepts (`parley.formats.load_format_plugins`, at start-up).
         self.formats = formats
 
@@ -127,14 +132,27 @@ class UploadIntake:
                                                     declared_mime=f.mime_type, blob=f.blob, job_id=job_id, actor=actor,
                                                     sealed_password=sealed_password, version_of=version_of,
                                                     # items of a job speak through the job's report
-                                                    notify=notify if job_id is None else None)
+                                                    notify=notify if job_id is None else None, plan=self.plan)
                     out.append(SubmittedFile(submitted.document.id, f.name, submitted.document.status.value,
                                              submitted.created, submitted.refused))
+        except QuotaExceeded as exc:  # past the plan: nothing was kept; the refusal says what is stored now
+            await asyncio.shield(self.discard(tenant_id, [f.blob for f in files]))
+            refusal = await self._refusal_now(tenant_id, exc, files)
+            await quotas.note_refusal(self.sessions, tenant_id=tenant_id, exc=refusal)
+            raise refusal from None
         except BaseException:
             await asyncio.shield(self.discard(tenant_id, [f.blob for f in files]))
             raise
         await self.discard(tenant_id, [f.blob for f, s in zip(files, out, strict=True) if s.refused])
         return Submission(out, job_id)
+
+    async def _refusal_now(self, tenant_id: str, exc: QuotaExceeded, files: list[StoredFile]) -> QuotaExceeded:
+        """The refusal restated for the whole upload, with the use as it is after the rollback."""
+        try:
+            async with unit_of_work(self.sessions, tenant_id=tenant_id) as session:
+                return await batch_refusal(session, exc, files=[(f.name, f.blob.size) for f in files], defaults=self.plan)
+        except Exception:  # the refusal as it was met is still the answer
+            return exc
 
     async def discard(self, tenant_id: str, blobs: list[StoredBlob]) -> None:
         """Delete stored files that did not become documents. Blobs are content-addressed, so one

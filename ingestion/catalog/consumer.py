@@ -15,6 +15,7 @@ import aiohttp
 from ingestion.catalog.service import CatalogDeps, apply_change, apply_delete, index_batch, redact_shop
 from ingestion.catalog.sync import finish_sync, on_dead_letter, start_sync
 from integrations.shopify.config import ShopifyConfig
+from tenants.deletion import tenant_exists
 from parley.bus.contracts import (
     CATALOG_PRODUCT_CHANGED,
     CATALOG_PRODUCT_DELETED,
@@ -33,13 +34,14 @@ from parley.bus.contracts import (
 from parley.bus import Broker, Consumer, Received
 from parley.crypto import load_secret_box
 from parley.worker import WorkerContext
+from tenants.quotas import PlanDefaults
 
 _Service = Callable[..., Awaitable[Any]]
 
 
 def catalog_consumer(deps: CatalogDeps, broker: Broker, *, max_attempts: int, prefetch: int = 2) -> Consumer:
     consumer = Consumer(name="catalog-worker", queue=QUEUE_CATALOG, broker=broker, sessions=deps.sessions,
-                        max_attempts=max_attempts, prefetch=prefetch)
+                        max_attempts=max_attempts, prefetch=prefetch, tenant_exists=tenant_exists)
 
     def route(message_type: str, model: Any, service: _Service, *, dead_letter: bool = False) -> None:
         async def handle(msg: Received[Any]) -> None:
@@ -64,5 +66,6 @@ def build_catalog_consumer(context: WorkerContext, *, config: ShopifyConfig | No
     http = aiohttp.ClientSession()
     context.on_close(http.close)
     deps = CatalogDeps(sessions=context.sessions, embedder=context.embedder, index=context.index,
-                       config=config or ShopifyConfig.from_settings(settings), box=load_secret_box(settings), http=http)
+                       config=config or ShopifyConfig.from_settings(settings), box=load_secret_box(settings), http=http,
+                       plan=PlanDefaults.from_settings(settings))
     return catalog_consumer(deps, context.broker, max_attempts=settings.max_attempts, prefetch=prefetch)

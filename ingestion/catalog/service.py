@@ -45,7 +45,7 @@ from parley.bus.contracts import (
     stage_catalog,
 )
 from integrations.shopify.products import ShopifyProduct, from_rest
-from parley.bus import Envelope, Permanent, stage
+from parley.bus import Envelope, Permanent, Retryable, stage
 from parley.bus.contracts import NOTICE_REQUESTED, QUEUE_NOTIFICATIONS, NoticeRequested
 from parley.crypto import SecretBox
 from knowledge.repository import JobRepository
@@ -53,6 +53,8 @@ from parley.embeddings import Embedder
 from parley.errors import InvalidInput
 from knowledge.models import Job, Product
 from parley.vectors import IndexItem, VectorIndex
+from tenants import quotas
+from tenants.quotas import PlanDefaults, QuotaExceeded
 from tenants.repository import TenantDirectory
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,8 @@ class CatalogDeps:
     http: aiohttp.ClientSession
     shops: ShopConnector = field(init=False)
     _tenants_ready: set[str] = field(default_factory=set, init=False)
+    #: The plan limits of tenants without their own (PARLEY_PLAN_MAX_*): products.
+    plan: PlanDefaults | None = None
 
     def __post_init__(self) -> None:
         self.shops = ShopConnector(self.sessions, self.box, self.config, self.http)
@@ -128,6 +132,7 @@ async def index_products(deps: CatalogDeps, session: AsyncSession, *, tenant_id:
             outcome.unchanged.append(product.id)
         else:
             todo.append(product)
+    todo = await _within_plan(deps, session, tenant_id, todo, stored, outcome)
     items: dict[int, IndexItem] = {}
     if todo:
         started = time.perf_counter()
@@ -154,6 +159,13 @@ async def index_products(deps: CatalogDeps, session: AsyncSession, *, tenant_id:
             await deps.index.upsert(tenant_id, list(items.values()))
         outcome.write_ms = (time.perf_counter() - embedded) * 1000
     # --- writes, in the caller's unit of work --------------------------------------------
+    added = sum(1 for pid in items if stored.get(pid) is None or stored[pid].deleted)
+    try:  # the new products charged to the plan, locked (the early check may have raced another batch)
+        await quotas.consume(session, tenant_id=tenant_id, defaults=deps.plan or PlanDefaults(), products=added)
+    except QuotaExceeded as exc:
+        # Try again: the early check then refuses the products past the limit (and removes their
+        # vectors) before this handler writes anything, which the vector writes wait for on SQLite.
+        raise Retryable(f"{exc.message} (checked again)", code="quota_recheck") from exc
     for product in latest.values():
         row = stored.get(product.id)
         if product.id in items:
@@ -162,6 +174,28 @@ async def index_products(deps: CatalogDeps, session: AsyncSession, *, tenant_id:
         elif product.id in outcome.unchanged and row is not None and _newer(product, row):
             row.shopify_updated_at = product.updated_at
     return outcome
+
+
+async def _within_plan(deps: CatalogDeps, session: AsyncSession, tenant_id: str, todo: list[ShopifyProduct],
+                       stored: dict[int, Product], outcome: IndexOutcome) -> list[ShopifyProduct]:
+    """The products to index that the plan has room for (read only: `index_products` charges them,
+    locked); the new ones past the limit fail with the plan's reason (and vectors a raced attempt
+    wrote for them are removed)."""
+    new = [p for p in todo if stored.get(p.id) is None or stored[p.id].deleted]
+    if not new:
+        return todo
+    room = await quotas.room(session, tenant_id=tenant_id, defaults=deps.plan or PlanDefaults(), resource="products")
+    if room is None or len(new) <= room:
+        return todo
+    refused = new[room:]
+    limit = (await quotas.limits_for(session, tenant_id, deps.plan or PlanDefaults()))["products"] or 0
+    exc = quotas.refusal(quotas.RESOURCES["products"], limit=limit, used=limit - room, requested=len(new))
+    for product in refused:
+        outcome.failed[product.id] = exc.message
+        await deps.index.delete_document(tenant_id, document_id(product_row_id(tenant_id, product.shop, product.id)))
+    await quotas.note_refusal(deps.sessions, tenant_id=tenant_id, exc=exc)
+    gone = {p.id for p in refused}
+    return [p for p in todo if p.id not in gone]
 
 
 def _is_stale(row: Product, product: ShopifyProduct) -> bool:
@@ -211,9 +245,11 @@ def _variant_json(variant: Any) -> dict[str, Any]:
 
 async def remove_products(deps: CatalogDeps, session: AsyncSession, *, tenant_id: str, rows: Sequence[Product],
                           hard: bool = False) -> int:
-    """Vectors first (their own transactions), then the rows in the caller's unit of work."""
+    """Vectors first (their own transactions), then the rows in the caller's unit of work (the
+    products no longer counted against the plan)."""
     for row in rows:
         await deps.index.delete_document(tenant_id, document_id(row.id))
+    await quotas.release(session, tenant_id=tenant_id, products=sum(1 for row in rows if not row.deleted))
     for row in rows:
         if hard:
             await session.delete(row)

@@ -9,7 +9,6 @@ token.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from integrations.shopify.config import ShopifyConfig
 from integrations.shopify.errors import ShopifyError, TokenRevoked
 from parley.crypto import SecretBox
 from parley.db import unit_of_work
+from parley.keyed_locks import KeyedLocks
 from tenants.models import ChannelInstallation, ChannelKind
 from tenants.repository import InstallationRepository, reveal_secrets, seal_secrets
 
@@ -60,7 +60,7 @@ class ShopConnector:
         self.box = box
         self.config = config
         self.http = http
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._locks: KeyedLocks[tuple[str, str]] = KeyedLocks()  # only the shops refreshing now: no per-tenant growth
 
     async def _read(self, tenant_id: str, shop: str) -> tuple[dict[str, Any], dict[str, Any]]:
         async with unit_of_work(self.sessions, tenant_id=tenant_id) as session:
@@ -80,8 +80,7 @@ class ShopConnector:
         return ShopAccess(shop=shop, currency=details.get("currency"), client=client)
 
     async def _refresh(self, tenant_id: str, shop: str, tokens: oauth.TokenSet) -> oauth.TokenSet:
-        lock = self._locks.setdefault((tenant_id, shop), asyncio.Lock())
-        async with lock:
+        async with self._locks.hold((tenant_id, shop)):
             secrets, _ = await self._read(tenant_id, shop)
             current = oauth.TokenSet.from_secrets(secrets)
             if not current.needs_refresh(margin=self.config.refresh_margin):

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from knowledge.service import finish_job_items
 from ingestion.catalog.service import CatalogDeps, catalog_report, notify_job, remove_products
 from integrations.shopify.errors import ShopifyError
+from parley.bus.contracts import stage_event
 from parley.bus.contracts import (
     CATALOG_PRODUCTS_RECEIVED,
     CATALOG_SYNC_FINISHED,
@@ -169,6 +170,9 @@ async def finish_sync(deps: CatalogDeps, session: AsyncSession, *, tenant_id: st
             await TenantDirectory(session).bump_index_version(tenant_id)
     report = await catalog_report(session, job, removed=removed, partial_reason=payload.partial_reason)
     notify_job(session, job, report, kind="job_done")
+    stage_event(session, tenant_id=tenant_id, event_type="catalog.synced", idempotency_key=f"catalog-synced:{job.id}",
+                data={"shop": payload.shop, "job_id": job.id, "products": job.total, "indexed": job.done,
+                      "failed": job.failed, "removed": removed, "partial_reason": payload.partial_reason})
     log.info("catalog sync done: %s", report, extra={"shop": payload.shop, "job_id": job.id, "total": job.total,
                                                      "done": job.done, "failed": job.failed, "removed": removed})
 

@@ -59,6 +59,8 @@ from knowledge.audit import SYSTEM, Actor
 from knowledge.repository import DocumentRepository
 from knowledge.service import create_job, submit_upload
 from knowledge.models import Document, Job, JobItem, JobItemStatus
+from tenants import quotas
+from tenants.quotas import PlanDefaults, QuotaExceeded
 from tenants.repository import TenantDirectory
 
 ZIP_MIME = formats.ZIP  # the registry names the archive format
@@ -262,17 +264,30 @@ def _size(n: int) -> str:
 
 
 async def expand_archive(session: AsyncSession, blobs: BlobStore, document: Document, data: bytes, *,
-                         limits: ArchiveLimits) -> tuple[int, list[str]]:
+                         limits: ArchiveLimits, plan: PlanDefaults | None = None) -> tuple[int, list[str]]:
     """Queue every member of the archive ``document`` as a document of one job.
 
-    Runs in the worker's unit of work; returns (members queued, skipped descriptions)."""
+    Runs in the worker's unit of work; returns (members queued, skipped descriptions). The members
+    are charged to the tenant's plan as documents and bytes (the archive was the one upload); past
+    a limit the whole archive fails with `QuotaExceeded` and the blobs it created are deleted."""
     tenant_id = document.tenant_id
     tenant = await TenantDirectory(session).by_id(tenant_id)
     if tenant is not None and tenant.max_upload_bytes:  # a member is an upload: the tenant's own limit holds
         limits = replace(limits, max_member_bytes=min(limits.max_member_bytes, tenant.max_upload_bytes))
-    # (A tenant storage quota, once there is one, is to be charged here: the members' total is known
-    # from the central directory before anything is written.)
     unpacked = await unpack(blobs, tenant_id, data, limits)
+    try:
+        return await _queue_members(session, blobs, document, unpacked, plan=plan)
+    except QuotaExceeded:
+        await discard(blobs, tenant_id, unpacked.members)  # the rows roll back with the worker's unit of work
+        raise
+
+
+async def _queue_members(session: AsyncSession, blobs: BlobStore, document: Document, unpacked: Unpacked, *,
+                         plan: PlanDefaults | None) -> tuple[int, list[str]]:
+    tenant_id = document.tenant_id
+    # The tenant's usage row first, before the job's: a sibling document being indexed holds it and
+    # then updates the same job; taking them in the same order never deadlocks (PostgreSQL).
+    await quotas.lock_usage(session, tenant_id)
     n = len(unpacked.members)
     if document.job_id:
         # Part of a bigger upload (several files, `parley ingest DIR`): the archive's item in that
@@ -299,6 +314,7 @@ async def expand_archive(session: AsyncSession, blobs: BlobStore, document: Docu
             declared_mime=None, blob=blob, job_id=job_id, correlation_id=document.correlation_id,
             # the archive's sender, with the rights they had when they sent it
             actor=Actor.from_json(document.uploader) or SYSTEM,
+            plan=plan, counts_as_upload=False,
         )
         if submitted.refused:  # a new version of someone else's document: not kept
             n -= 1

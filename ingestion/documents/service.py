@@ -24,10 +24,10 @@ from ingestion.documents import archive
 from ingestion.documents.sandbox import extract_document
 from parley.blobs import BlobStore
 from parley.bus import Envelope, Failure, Permanent, Retryable, stage
-from parley.bus.contracts import NOTICE_REQUESTED, QUEUE_NOTIFICATIONS, NoticeRequested
+from parley.bus.contracts import NOTICE_REQUESTED, QUEUE_NOTIFICATIONS, NoticeRequested, stage_event
 from parley.db import unit_of_work, utcnow
 from parley.english import plural
-from knowledge import audit
+from knowledge import audit, privacy, usage
 from knowledge.audit import SYSTEM, Actor
 from knowledge.models import KnowledgeAction
 from knowledge.repository import DocumentRepository
@@ -37,7 +37,10 @@ from parley.crypto import Expired, SecretBox
 from parley.errors import NotFound, ParleyError
 from knowledge.models import Chunk, Document, DocumentStatus
 from parley.vectors import IndexItem, VectorIndex
+from tenants import quotas
+from tenants.quotas import PlanDefaults, QuotaExceeded
 from tenants.repository import TenantDirectory
+from tenants.retention import raw_files_mode
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,11 @@ class IndexingDeps:
     max_archive_bytes: int = 100 * 1024 * 1024
     #: Opens the passwords that messages carry sealed (the platform's key, as the gateway's).
     box: SecretBox | None = None
+    #: The plan limits of tenants without their own (PARLEY_PLAN_MAX_*): chunks, and an archive's files.
+    plan: PlanDefaults | None = None
+    #: What becomes of an uploaded file once indexed for tenants without their own retention
+    #: setting (PARLEY_RETENTION_RAW_FILES): keep, or delete (`tenants.retention`).
+    raw_files_default: str = "keep"
 
 
 def chunk_id(tenant_id: str, document_id: str, ordinal: int) -> str:
@@ -129,6 +137,8 @@ async def index_document(deps: IndexingDeps, session: AsyncSession, *, tenant_id
     try:
         data = await deps.blobs.read(tenant_id, document.blob_key)
     except NotFound as exc:
+        if privacy.original_missing(document):
+            raise Permanent(privacy.original_not_kept(document), code="original_not_kept") from exc
         raise Permanent(f"the uploaded file is missing from storage ({exc.message})", code="blob_missing") from exc
     if archive.is_archive(data):
         return await _expand(deps, session, document, data)
@@ -144,6 +154,12 @@ async def index_document(deps: IndexingDeps, session: AsyncSession, *, tenant_id
     chunks = chunk_document(extracted)
     if not chunks:
         raise Permanent("document has no text", code="no_text")
+    try:  # past the plan's chunks: fail for good before embedding, with nothing indexed
+        await usage.check_indexing(session, document=document, chunks=len(chunks), defaults=deps.plan)
+    except QuotaExceeded:
+        if not document.chunk_count:  # vectors of an earlier attempt that lost the race below
+            await deps.index.delete_document(tenant_id, document.id)
+        raise
     parsed = time.perf_counter()
 
     vectors = await deps.embedder.embed_documents([c.embedding_text() for c in chunks])
@@ -156,6 +172,12 @@ async def index_document(deps: IndexingDeps, session: AsyncSession, *, tenant_id
         await deps.index.delete_document(tenant_id, document.replaces_id)
 
     # --- metadata, in the consumer's unit of work (committed before the ack) -------------
+    try:  # the chunks charged to the plan, locked: the check above may have raced another document
+        await usage.charge_indexing(session, document=document, chunks=len(chunks), defaults=deps.plan)
+    except QuotaExceeded as exc:
+        # Lost the race: try again, when the early check refuses (and removes these vectors)
+        # without the lock held here, which the vector index's writes would wait for on SQLite.
+        raise Retryable(f"{exc.message} (checked again)", code="quota_recheck") from exc
     await session.execute(delete(Chunk).where(Chunk.tenant_id == tenant_id, Chunk.document_id == document.id))
     session.add_all(
         Chunk(
@@ -189,6 +211,7 @@ async def index_document(deps: IndexingDeps, session: AsyncSession, *, tenant_id
         tenant.embedding_model = deps.embedder.model_id
         tenant.embedding_dimension = deps.embedder.dimension
     await _notify(session, document, ok=True, text=f"indexed {document.filename} ({plural(len(chunks), 'section')})")
+    await _apply_retention(deps, session, document)
     log.info(
         "indexed document",
         extra={"document_id": document.id, "chunks": len(chunks), "parse_ms": round((parsed - started) * 1000),
@@ -201,12 +224,13 @@ async def _expand(deps: IndexingDeps, session: AsyncSession, document: Document,
     """An uploaded ZIP: its members become documents of one job; the archive itself ends indexed."""
     limits = archive.ArchiveLimits(max_member_bytes=deps.max_member_bytes, max_total_bytes=deps.max_archive_bytes,
                                    time_limit_s=deps.parse_time_limit_s)
-    queued, skipped = await archive.expand_archive(session, deps.blobs, document, data, limits=limits)
+    queued, skipped = await archive.expand_archive(session, deps.blobs, document, data, limits=limits, plan=deps.plan)
     document.status = DocumentStatus.indexed
     document.chunk_count = 0
     document.error = document.error_code = None
     document.mime_type = archive.ZIP_MIME
     document.indexed_at = utcnow()
+    await _apply_retention(deps, session, document)
     text = f"unpacked {document.filename}: {plural(queued, 'file')} queued for indexing"
     if skipped:
         text += f"; skipped {len(skipped):,}: " + "; ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
@@ -215,6 +239,12 @@ async def _expand(deps: IndexingDeps, session: AsyncSession, document: Document,
             text=text, target=document.notify, document_id=document.id, kind="unpacked")), QUEUE_NOTIFICATIONS)
     log.info("unpacked archive", extra={"document_id": document.id, "members": queued, "skipped": len(skipped)})
     return 0
+
+
+async def _apply_retention(deps: IndexingDeps, session: AsyncSession, document: Document) -> None:
+    """The tenant keeps only chunks: the uploaded file goes once this indexing commits."""
+    if await raw_files_mode(session, tenant_id=document.tenant_id, default=deps.raw_files_default) == "delete":
+        privacy.discard_original(session, deps.blobs, document)
 
 
 async def mark_failed(session: AsyncSession, envelope: Envelope, failure: Failure) -> None:
@@ -228,6 +258,9 @@ async def mark_failed(session: AsyncSession, envelope: Envelope, failure: Failur
     document.status = DocumentStatus.failed
     document.error_code = failure.code
     document.error = reason
+    if failure.code == QuotaExceeded.code:  # announced once an hour (the refused unit of work was rolled back)
+        await quotas.note_refusal_in(session, tenant_id=tenant_id, resource=quotas.resource_in(reason),
+                                     data={"document_id": document.id, "detail": reason})
     # Two copies of one message can fail at the same time (a duplicate delivery): both run this hook.
     # The notice's idempotency key is the message's, so the person is told once.
     await _notify(session, document, ok=False, text=f"could not index {document.filename}: {reason}",
@@ -237,6 +270,16 @@ async def mark_failed(session: AsyncSession, envelope: Envelope, failure: Failur
 async def _notify(session: AsyncSession, document: Document, *, ok: bool, text: str,
                   error_code: str | None = None, error: str | None = None, idempotency_key: str | None = None) -> None:
     tenant_id = document.tenant_id
+    # the tenant's webhooks: ids and metadata only, never the document's text
+    data = {"document_id": document.id, "filename": document.filename, "job_id": document.job_id}
+    if ok:
+        stage_event(session, tenant_id=tenant_id, event_type="document.indexed",
+                    idempotency_key=f"document-indexed:{document.id}",
+                    data={**data, "chunks": document.chunk_count, "mime_type": document.mime_type})
+    else:
+        stage_event(session, tenant_id=tenant_id, event_type="document.failed",
+                    idempotency_key=f"document-failed:{document.id}:{idempotency_key or ''}",
+                    data={**data, "error_code": error_code, "error": error})
     if document.job_id:
         job = await finish_job_item(session, tenant_id=tenant_id, job_id=document.job_id, item_key=document.id,
                                     ok=ok, error_code=error_code, error=error)

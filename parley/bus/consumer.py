@@ -98,7 +98,8 @@ class Route:
 @dataclass(frozen=True)
 class Backoff:
     """``base * factor**(attempt-1)`` capped, times a random factor in ``[1-jitter, 1+jitter]``;
-    the broker then uses the longest delay tier not above that."""
+    the consumer then picks one of the two delay tiers around that at random
+    (`Topology.spread_delay`), so the jitter survives the fixed tiers."""
 
     base: float = 1.0
     factor: float = 2.0
@@ -129,6 +130,7 @@ class Consumer:
         requeue_pause: float = 1.0,
         handler_timeout: float | None = 25 * 60,
         outage_hold: float = 60.0,
+        tenant_exists: Callable[[AsyncSession, str], Awaitable[bool]] | None = None,
     ) -> None:
         broker.topology.check(queue)
         self.name = name
@@ -145,6 +147,9 @@ class Consumer:
         self.handler_timeout = handler_timeout
         #: How long a delivery is held while the database is unreachable before it goes back to the queue.
         self.outage_hold = outage_hold
+        #: Is the message's tenant still there? A message of a deleted tenant (queued before
+        #: `parley tenants delete`) is acked and logged as ``dropped``: no handler, no dead letter.
+        self.tenant_exists = tenant_exists
         #: How each delivery ended: ok, duplicate, retry, dead, requeued.
         self.outcomes: collections.Counter[str] = collections.Counter()
         #: Called with every delivery's outcome (`parley.observability` counts them); must not block.
@@ -262,6 +267,11 @@ class Consumer:
                     # after a crash between the dead-letter commit and the ack): its outcome stands.
                     await finish_pending(session, envelope.id)
                     return "duplicate"
+                if (self.tenant_exists is not None and envelope.tenant_id
+                        and not await self.tenant_exists(session, envelope.tenant_id)):
+                    await finish_pending(session, envelope.id)
+                    log.info("%s: %s for a tenant that no longer exists: dropped", self.name, envelope.type)
+                    return "dropped"
                 await route.handler(Received(envelope, route.parse(envelope), session, self.name))
                 if self.idempotent and not await mark_processed(session, self.name, key, envelope.id):
                     raise _AlreadyDone
@@ -288,7 +298,7 @@ class Consumer:
             await self.broker.publish_delayed(
                 Outgoing.of(envelope.next_attempt(), headers=headers, priority=delivery.priority),
                 routing_key=self.queue,
-                delay=self.backoff.delay(envelope.attempt),
+                delay=self.broker.topology.spread_delay(self.backoff.delay(envelope.attempt)),
             )
             await self._settle(delivery.ack())
             return "retry"

@@ -2,8 +2,9 @@
 
 - ``pending_message``: one row per message the relay has published and no consumer has finished
   yet, by work queue and tenant. Its row count per tenant is that tenant's backlog, which the relay
-  turns into a message priority (see :mod:`parley.bus.outbox`). The relay inserts the row in the
-  transaction that marks the outbox row published; the consumer deletes it in the handler's (or the
+  turns into a message priority (see :mod:`parley.bus.outbox`). The relay commits the row before it
+  publishes (PostgreSQL; on SQLite in the transaction that marks the outbox row published, whose
+  write lock a consumer's delete waits for), so a consumer always finds it; the consumer deletes it in the handler's (or the
   dead-letter step's) transaction.
 - ``processed_message``: the consumer wrapper's idempotency marker, keyed by (consumer, idempotency
   key), written in the handler's transaction: it exists iff the handler's work committed, so a

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, event, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -160,6 +161,15 @@ class OutboxRelay:
             if not rows:
                 return 0, 0
             backlog = await _backlog(session, {row.routing_key for row in rows})
+            # The pending rows must exist before a consumer can finish the message: a consumer quick
+            # enough to take it between the broker's confirm and this transaction's commit would
+            # delete nothing, and the row committed after it would count in the tenant's backlog
+            # (lowering its priority) until `maintain` forgets it a day later. On PostgreSQL they
+            # are committed first, in their own transaction; on SQLite the claim holds the single
+            # write lock, so a consumer's delete waits for this commit and sees them.
+            early = session.get_bind().dialect.name != "sqlite"
+            if early:
+                await self._write_pending(rows)
             sends = []
             for row in rows:
                 key = (row.routing_key, row.tenant_id)
@@ -167,12 +177,15 @@ class OutboxRelay:
                 backlog[key] = backlog.get(key, 0) + 1
                 sends.append(self._send(row, priority))
             results = await asyncio.gather(*sends, return_exceptions=True)
-            done = []
+            done, lost = [], []
             for row, result in zip(rows, results):
                 if isinstance(result, BaseException):
                     log.warning("outbox relay: publish of %s failed: %r", row.message_id, result)
+                    lost.append(row.message_id)
                 else:
                     done.append(row)
+            if early and lost:
+                await session.execute(delete(PendingMessage).where(PendingMessage.message_id.in_(lost)))
             if done:
                 now = utcnow()
                 await session.execute(
@@ -181,14 +194,18 @@ class OutboxRelay:
                     .values(published_at=now)
                     .execution_options(synchronize_session=False)
                 )
-                await session.execute(
-                    insert(PendingMessage),
-                    [
-                        {"message_id": r.message_id, "queue": r.routing_key, "tenant_id": r.tenant_id, "published_at": now}
-                        for r in done
-                    ],
-                )
+                if not early:
+                    await session.execute(insert(PendingMessage), _pending_values(done, now))
             return len(rows), len(done)
+
+    async def _write_pending(self, rows: Sequence[Any]) -> None:
+        """Commit the batch's pending rows before it is published (PostgreSQL). A row already there
+        (a batch published again after a relay died) stays as it is."""
+        async with unit_of_work(self.sessions) as session:
+            await session.execute(
+                pg_insert(PendingMessage).values(_pending_values(rows, utcnow())).on_conflict_do_nothing(
+                    index_elements=[PendingMessage.message_id])
+            )
 
     async def _send(self, row: Any, priority: int) -> None:
         envelope = Envelope.model_validate_json(row.body)
@@ -202,6 +219,11 @@ class OutboxRelay:
             await session.execute(delete(PendingMessage).where(PendingMessage.published_at < now - self.forget_pending_after))
             await session.execute(delete(OutboxMessage).where(OutboxMessage.published_at < now - self.keep_published))
             await prune_processed(session, older_than=self.keep_processed)
+
+
+def _pending_values(rows: Sequence[Any], now: dt.datetime) -> list[dict[str, Any]]:
+    return [{"message_id": r.message_id, "queue": r.routing_key, "tenant_id": r.tenant_id, "published_at": now}
+            for r in rows]
 
 
 async def _claim(session: AsyncSession, limit: int) -> Sequence[Any]:

@@ -3,14 +3,14 @@
 ::
 
     <p>parley        direct  work exchange; routing key = job kind
-      -> <p>documents, <p>catalog, <p>notifications
+      -> <p>documents, <p>catalog, <p>notifications, <p>webhooks
                              classic, durable, x-max-priority; x-dead-letter-exchange = <p>parley.dead
     <p>parley.delay  headers delay tiers, shared by every work queue; header parley-delay = "<ms>ms"
       -> <p>parley.delay.<ms>ms   x-message-ttl = ms, x-dead-letter-exchange = <p>parley
                              (no dead-letter routing key: the message keeps the routing key it was
                              published with, so it returns to the work queue it came from)
     <p>parley.dead   direct  routing key = job kind
-      -> <p>documents.dlq, <p>catalog.dlq, <p>notifications.dlq
+      -> <p>documents.dlq, <p>catalog.dlq, <p>notifications.dlq, <p>webhooks.dlq
 
 Work queues are classic, not quorum: RabbitMQ 3.10 refuses x-max-priority on quorum queues and
 the fairness scheme needs priorities (4.0 quorum queues have two priority levels, which is enough
@@ -21,10 +21,11 @@ poison messages are bounded by our own attempt counter rather than x-delivery-li
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_QUEUES = ("documents", "catalog", "notifications")
+DEFAULT_QUEUES = ("documents", "catalog", "notifications", "webhooks")
 DEFAULT_DELAYS = (1.0, 5.0, 30.0, 300.0)
 
 
@@ -102,6 +103,21 @@ class Topology:
         """The longest tier not above ``wanted`` (the shortest tier if all are longer)."""
         fitting = [d for d in self.delays if d <= wanted]
         return fitting[-1] if fitting else self.delays[0]
+
+    def spread_delay(self, wanted: float, rng: random.Random | None = None) -> float:
+        """A tier for a retry wanted after ``wanted`` seconds, chosen at random between the two tiers
+        around it, the upper one with probability ``(wanted - lower) / (upper - lower)``, so the
+        expected delay is the wanted one. `pick_delay` alone would floor every jittered delay between
+        two tiers to the lower one: a burst of failures would come back as the same burst."""
+        below = [d for d in self.delays if d <= wanted]
+        above = [d for d in self.delays if d > wanted]
+        if not below:
+            return self.delays[0]
+        if not above:
+            return self.delays[-1]
+        low, high = below[-1], above[0]
+        draw = (rng or random).random()
+        return high if draw < (wanted - low) / (high - low) else low
 
     def priority_for(self, backlog: int) -> int:
         """A tenant's first message gets the top priority, each further one in its backlog one less."""

@@ -56,7 +56,8 @@ def create_vector_index(
     ``sessions`` (``parley.db.create_sessionmaker``) and keeps its snapshots under
     ``<data_dir>/vectors``; ``options`` go to :class:`EmbeddedVectorIndex` (refresh_interval,
     round_rows, snapshot_every, search_threads, index_nice, title_weight - by default
-    ``settings.keyword_title_weight``). The Weaviate backend ignores the role and the title weight.
+    ``settings.keyword_title_weight``; for a reader memory_budget_bytes and max_tenants - by default
+    ``PARLEY_RETRIEVAL_MEMORY_BUDGET_MB`` and ``PARLEY_RETRIEVAL_MAX_TENANTS``). The Weaviate backend ignores the role and the title weight.
     """
     if role not in ("reader", "writer"):
         raise ConfigurationError(f"role must be 'reader' or 'writer', not {role!r}")
@@ -69,6 +70,9 @@ def create_vector_index(
     if sessions is None:
         raise ConfigurationError("the embedded vector index needs the metadata store's sessionmaker")
     options.setdefault("title_weight", settings.keyword_title_weight)
+    if role == "reader":  # the residency bounds (parley.vectors.residency); writers hold no tenants
+        options.setdefault("memory_budget_bytes", settings.retrieval_memory_budget_mb * 1024 * 1024)
+        options.setdefault("max_tenants", settings.retrieval_max_tenants)
     return EmbeddedVectorIndex(sessions, role=role, data_dir=settings.data_dir / "vectors", **options)  # type: ignore[arg-type]
 
 

@@ -23,6 +23,15 @@ To commit vectors together with other rows (chunk metadata), write through
 to write while the same process holds another open write transaction: SQLite has one writer at a
 time, so a second connection would wait for the first (busy_timeout) instead.
 
+Residency. With a memory budget (``memory_budget_bytes``, the retrieval service's
+``PARLEY_RETRIEVAL_MEMORY_BUDGET_MB``) and/or a tenant cap (``max_tenants``), the reader releases
+the least recently used tenants beyond it after each load (`parley.vectors.residency`): never one
+with a query in flight; its snapshot is written first if it changed, its graph, payloads and
+tantivy index are closed and dropped, and glibc is asked to return the freed pages
+(``malloc_trim``). Its next query reloads it from the snapshot and replays the change feed, so
+writes that arrived while it was out are there. Concurrent first queries of a cold tenant load it
+once (they wait on the tenant's lock). ``warm`` stops loading at the budget.
+
 Only one process may own ``data_dir``'s snapshots (an ``flock`` on ``vectors.lock``); a second
 reader on the same directory still works, with in-memory tantivy indexes and without snapshots.
 """
@@ -36,6 +45,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,10 +56,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.db import unit_of_work
 from parley.errors import ConfigurationError
+from parley.keyed_locks import KeyedLocks
 from parley.vectors.base import (
     Hit, IndexItem, Role, as_vector, check_document, check_items, check_limit, check_tenant, query_terms,
 )
 from parley.vectors.memory import TenantIndex
+from parley.vectors.residency import Residency, trim_heap
 from parley.vectors.store import Head, VectorStore, heads
 
 log = logging.getLogger("parley.vectors")
@@ -75,8 +87,13 @@ class EmbeddedVectorIndex:
         search_threads: int = 2,
         index_nice: int = 19,
         title_weight: float = 1.0,
+        memory_budget_bytes: int | None = None,
+        max_tenants: int | None = None,
+        trim_memory: bool = True,
     ) -> None:
-        """``title_weight``: the title field's weight in keyword searches (`TenantIndex.keyword_search`)."""
+        """``title_weight``: the title field's weight in keyword searches (`TenantIndex.keyword_search`).
+        ``memory_budget_bytes`` / ``max_tenants`` (None or 0: unbounded): the reader's residency
+        bounds (module docstring); ``trim_memory``: ``malloc_trim`` after releasing tenants."""
         if role not in ("reader", "writer"):
             raise ConfigurationError(f"role must be 'reader' or 'writer', not {role!r}")
         self.role = role
@@ -91,7 +108,11 @@ class EmbeddedVectorIndex:
             raise ConfigurationError(f"title_weight must be >= 0, not {title_weight}")
         self.title_weight = float(title_weight)
         self._tenants: dict[str, TenantIndex] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: KeyedLocks[str] = KeyedLocks()  # only tenants being loaded/applied/released
+        if (memory_budget_bytes or 0) < 0 or (max_tenants or 0) < 0:
+            raise ConfigurationError("memory_budget_bytes and max_tenants must be >= 0")
+        self.residency = Residency(budget_bytes=memory_budget_bytes, max_tenants=max_tenants)
+        self.trim_memory = trim_memory
         self._index_pool: ThreadPoolExecutor | None = None
         self._search_pool: ThreadPoolExecutor | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -145,24 +166,29 @@ class EmbeddedVectorIndex:
     async def vector_search(self, tenant_id: str, vector: np.ndarray, limit: int) -> list[Hit]:
         check_tenant(tenant_id)
         query, limit = as_vector(vector), check_limit(limit)
-        index = await self._index(tenant_id)
-        if limit == 0 or index.count == 0:
-            return []
-        return await self._in(self._search_pool, index.vector_search, query, limit)
+        with self.residency.pinned(tenant_id):  # not released while this query runs
+            index = await self._index(tenant_id)
+            if limit == 0 or index.count == 0:
+                return []
+            return await self._in(self._search_pool, index.vector_search, query, limit)
 
     async def keyword_search(self, tenant_id: str, query: str, limit: int) -> list[Hit]:
         check_tenant(tenant_id)
         terms, limit = query_terms(query), check_limit(limit)
-        index = await self._index(tenant_id)
-        if limit == 0 or not terms or index.count == 0:
-            return []
-        return await self._in(self._search_pool, index.keyword_search, terms, limit, self.title_weight)
+        with self.residency.pinned(tenant_id):
+            index = await self._index(tenant_id)
+            if limit == 0 or not terms or index.count == 0:
+                return []
+            return await self._in(self._search_pool, index.keyword_search, terms, limit, self.title_weight)
 
     # --- reader lifecycle ---------------------------------------------------------------------
 
     async def warm(self, tenant_ids: Sequence[str]) -> None:
-        """Load these tenants now (the retrieval service's start-up) instead of on their first query."""
+        """Load these tenants now (the retrieval service's start-up) instead of on their first query;
+        with a residency bound, only while under it (the rest load on their first query)."""
         for tenant_id in tenant_ids:
+            if self.residency.bounded and self.residency.full() and check_tenant(tenant_id) not in self._tenants:
+                return
             await self._index(check_tenant(tenant_id))
 
     async def refresh(self, tenant_id: str | None = None) -> None:
@@ -185,12 +211,15 @@ class EmbeddedVectorIndex:
             if head is not None and head.generation == index.generation and head.last_seq == index.seq:
                 continue
             await self._refresh_one(tid)
+        await self._make_room()  # applied changes can grow tenants past the budget
 
     async def _refresh_one(self, tenant_id: str) -> None:
         async with self._lock(tenant_id):
             index = self._tenants.get(tenant_id)
             if index is not None:
-                self._tenants[tenant_id] = await self._catch_up(tenant_id, index, None)
+                self._tenants[tenant_id] = index = await self._catch_up(tenant_id, index, None)
+                if self._tenants.get(tenant_id) is index:
+                    self.residency.update(tenant_id, index.estimated_bytes())
 
     async def snapshot(self, tenant_id: str | None = None) -> None:
         """Write snapshots now (of one tenant or of every loaded one that changed since its last)."""
@@ -205,6 +234,14 @@ class EmbeddedVectorIndex:
         """What the reader holds for a tenant (None when not loaded)."""
         index = self._tenants.get(check_tenant(tenant_id))
         return None if index is None else index.stats()
+
+    def residency_stats(self) -> dict[str, Any]:
+        """Resident tenants, their estimated bytes, the bounds, loads, evictions, load seconds."""
+        return self.residency.stats()
+
+    def resident(self) -> list[str]:
+        """The tenants held in memory now, least recently used first."""
+        return [tid for tid in self.residency.order() if tid in self._tenants]
 
     @property
     def follows_store(self) -> bool:
@@ -246,8 +283,9 @@ class EmbeddedVectorIndex:
         if self.role != "reader":
             raise ConfigurationError("a writer-role vector index does not search; use role='reader'")
 
-    def _lock(self, tenant_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(tenant_id, asyncio.Lock())
+    def _lock(self, tenant_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """``async with self._lock(tid):`` the tenant's load/apply/release lock (dropped when unused)."""
+        return self._locks.hold(tenant_id)
 
     async def _in(self, pool: ThreadPoolExecutor | None, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
@@ -283,6 +321,27 @@ class EmbeddedVectorIndex:
             except Exception:  # noqa: BLE001 - keep serving what we have; the next tick retries
                 log.exception("vector index refresh failed")
 
+    @staticmethod
+    def drop_snapshot(data_dir: Path, tenant_id: str) -> bool:
+        """Remove a tenant's snapshot files under ``data_dir`` (an erasure: they hold the text of
+        deleted chunks until rewritten) when no reader owns the directory: the next reader rebuilds
+        the tenant from the store. False when a running reader owns it (it rewrites the snapshot
+        from the current state at its next snapshot or stop) or there is none."""
+        check_tenant(tenant_id)
+        directory = Path(data_dir)
+        if not (directory / tenant_id).is_dir():
+            return False
+        fd = os.open(directory / "vectors.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            shutil.rmtree(directory / tenant_id, ignore_errors=True)
+            return True
+        finally:
+            os.close(fd)  # closing releases the lock
+
     def _tenant_dir(self, tenant_id: str) -> Path | None:
         return None if self._dir is None else self._dir / tenant_id
 
@@ -290,12 +349,54 @@ class EmbeddedVectorIndex:
         self._require_reader()
         index = self._tenants.get(tenant_id)
         if index is not None:
+            self.residency.touch(tenant_id)
             return index
         self._start()
+        loaded = False
         async with self._lock(tenant_id):
             if tenant_id not in self._tenants:
+                started = time.perf_counter()
                 await self._load(tenant_id)
-            return self._tenants[tenant_id]
+                loaded = True
+                self.residency.loaded(tenant_id, self._tenants[tenant_id].estimated_bytes(), time.perf_counter() - started)
+            index = self._tenants[tenant_id]
+        if loaded:
+            await self._make_room(keep={tenant_id})
+        return index
+
+    async def _make_room(self, keep: set[str] | frozenset[str] = frozenset()) -> None:
+        """Release least recently used tenants while over the residency bounds (module docstring)."""
+        if not self.residency.bounded or self._closed:
+            return
+        released = 0
+        for tid in self.residency.victims(keep=keep):
+            released += await self._release(tid)
+        if released and self.trim_memory:
+            await self._in(self._index_pool, trim_heap)
+
+    async def _release(self, tenant_id: str) -> bool:
+        """Evict one tenant chosen by `Residency.victims`: unpublish it at once (a query arriving
+        now reloads it after this, on the same lock), snapshot it if it changed, close it."""
+        try:
+            async with self._lock(tenant_id):
+                index = self._tenants.get(tenant_id)
+                if index is None:
+                    self.residency.released(tenant_id, evicted=False)
+                    return False
+                if self.residency.is_pinned(tenant_id):  # a query arrived meanwhile: keep it
+                    self.residency.kept(tenant_id)
+                    return False
+                del self._tenants[tenant_id]  # no await since the pin check: no query holds it
+                self.residency.released(tenant_id)
+                if index.changes_since_snapshot and index.generation is not None:
+                    try:
+                        await self._in(self._index_pool, index.save)
+                    except Exception:  # noqa: BLE001 - the change feed rebuilds what the snapshot lacks
+                        log.exception("vector snapshot of tenant %s failed before its release", tenant_id)
+                await self._in(self._index_pool, index.close)
+                return True
+        finally:
+            self.residency.kept(tenant_id)  # no-op when released
 
     async def _head(self, tenant_id: str) -> Head | None:
         async with unit_of_work(self._sessions, tenant_id=tenant_id) as session:
@@ -353,6 +454,7 @@ class EmbeddedVectorIndex:
                 await self._in(self._index_pool, index.apply, changes, end)
         except Exception:
             self._tenants.pop(tenant_id, None)
+            self.residency.released(tenant_id, evicted=False)
             raise
         if index.generation is not None and index.changes_since_snapshot >= self.snapshot_every:
             await self._in(self._index_pool, index.save)

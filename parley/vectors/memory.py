@@ -29,6 +29,7 @@ generation; the caller replays the change feed from the snapshot's seq and cross
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -53,6 +54,12 @@ EF_SEARCH = 64
 ADD_SLICE = 8  # inserts per exclusive hold: ~5-10 ms at 100k entries, the longest a search can wait
 WRITER_HEAP = 32_000_000  # tantivy needs >= 15 MB per indexing thread; the writer lives for one apply
 SNAPSHOT_FORMAT = 2
+# the residency estimate's per-item costs (bytes), calibrated against RSS by bench/many_tenants.py
+HNSW_ELEMENT_OVERHEAD = 48  # label lookup map node, upper-level link list pointer
+PY_LABEL_OVERHEAD = 8 + 85 + 8 + 33  # _ids slot + 36-char str, _payloads slot + bytes header
+PY_ENTRY_OVERHEAD = 100  # _label_of: dict slot share, key ref, int object
+TENANT_FIXED_BYTES = 256 * 1024  # the objects, the tantivy Index/searcher and its caches
+ESTIMATE_CALIBRATION = 1.6  # RSS growth / the sum above, measured in the service (bench/many_tenants.py: 1.35 for the index alone, ~1.2 more for allocator slack)
 _ANALYZER = "parley_en"
 _SEARCH_FIELDS = ["title", "text"]
 
@@ -133,6 +140,7 @@ class TenantIndex:
         self._payloads: list[bytes] = []  # label -> JSON of the hit's fields, b"" for dead labels
         self._label_of: dict[str, int] = {}
         self._visible_next = 0
+        self.closed = False
         self._schema = _schema()
         if directory is not None:
             (directory / "bm25").mkdir(parents=True, exist_ok=True)
@@ -201,6 +209,42 @@ class TenantIndex:
             "graph_bytes": self._hnsw.index_file_size() if self._hnsw is not None else 0,
             "payload_bytes": sum(map(len, self._payloads)),
         }
+
+    def estimated_bytes(self) -> int:
+        """What holding this tenant costs the process, estimated from sizes known here (the reader's
+        residency budget, `parley.vectors.residency`): per graph slot hnswlib's level-0 record
+        (vector, 2*M links, count, label) and its visited-list entry; per label the Python payload
+        bytes, id string and list slots; per live entry the id -> label dict; the tantivy index's
+        files (mmapped: what its searches can make resident) or, in memory, about its text.
+        ``bench/many_tenants.py`` compares the sum with the process's RSS."""
+        total = 0
+        if self._hnsw is not None and self.dim:
+            slots = self._hnsw.max_elements
+            total += slots * (self.dim * 4 + 2 * HNSW_M * 4 + 4 + 8 + 2) + self._hnsw.element_count * HNSW_ELEMENT_OVERHEAD
+        payload = 0
+        for blob in self._payloads:
+            payload += len(blob)
+        labels = len(self._ids)
+        total += payload + labels * PY_LABEL_OVERHEAD + len(self._label_of) * PY_ENTRY_OVERHEAD
+        if self.directory is not None:
+            with contextlib.suppress(OSError):
+                with os.scandir(self.directory / "bm25") as entries:
+                    total += sum(e.stat().st_size for e in entries if e.is_file(follow_symlinks=False))
+        else:
+            total += payload // 2
+        return int((total + TENANT_FIXED_BYTES) * ESTIMATE_CALIBRATION)
+
+    def close(self) -> None:
+        """Release everything this tenant holds (a reader evicting it; index thread). Waits for
+        searches in progress (none should be: the reader only releases unpinned tenants); the
+        object answers nothing afterwards."""
+        with self._rw.write():
+            self._hnsw = None
+            self._ids, self._payloads, self._label_of = [], [], {}
+            self._visible_next = 0
+            self._searcher = None  # type: ignore[assignment]
+            self._bm25 = None  # type: ignore[assignment]
+        self.closed = True
 
     # --- mutation (index thread only) ------------------------------------------------------
 

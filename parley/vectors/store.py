@@ -253,7 +253,10 @@ class VectorStore:
         result = await self.session.execute(
             update(VectorEntry)
             .where(VectorEntry.tenant_id == self.tenant_id, VectorEntry.deleted.is_(False), condition)
-            .values(deleted=True, seq=seq, vector=None, text="", content_hash="", updated_at=utcnow())
+            # A tombstone keeps its id and document only: no text, title, headings or metadata of
+            # what was deleted stays behind (an erasure must leave nothing of it: bot.privacy).
+            .values(deleted=True, seq=seq, vector=None, text="", title="", heading_path=[], meta={}, content_hash="",
+                    updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
         return int(result.rowcount or 0)

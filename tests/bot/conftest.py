@@ -167,6 +167,14 @@ class Stack:
         return await self.client.post("/slack/events", data=body, headers=slack_headers(body, **headers))
 
     async def post_instagram(self, payload: dict[str, Any], secret: str = IG_SECRET) -> Any:
+        """Send a signed webhook, and tell the Graph emulator when each customer wrote (its windows)."""
+        for entry in payload.get("entry") or []:
+            for event in (entry.get("messaging") or []) if isinstance(entry, dict) else []:
+                sender = str(((event or {}).get("sender") or {}).get("id") or "")
+                stamp = (event or {}).get("timestamp")
+                if isinstance(event.get("message"), dict) and sender and sender != str(entry.get("id")) \
+                        and isinstance(stamp, (int, float)):
+                    self.graph.customer_wrote(sender, stamp / 1000 if stamp > 1e11 else stamp)
         body = json.dumps(payload).encode()
         return await self.client.post("/instagram/webhook", data=body, headers=meta_headers(body, secret))
 

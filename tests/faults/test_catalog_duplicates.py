@@ -79,7 +79,7 @@ async def _twice(stack: Stack, envelopes: list[Envelope]) -> None:
         if not all(now[e.id] - before[e.id] >= 2 for e in envelopes):
             return False
         depths = queue_depths(stack.settings.amqp_prefix)  # rabbitmqctl: only once the log says so
-        busy = {name: depth for name, depth in depths.items() if depth != (0, 0) and not name.endswith(("notifications", "dlq"))}
+        busy = {name: depth for name, depth in depths.items() if depth != (0, 0) and not name.endswith(("notifications", "webhooks", "dlq"))}
         return not busy
 
     await eventually(handled, timeout=90, interval=0.3, what="every copy handled",

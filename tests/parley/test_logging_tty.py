@@ -87,7 +87,7 @@ def test_up_decides_once_and_every_child_inherits_it() -> None:
     assert log_env(Settings(), io.StringIO()) == {"PARLEY_LOG_JSON": "true"}
     assert log_env(Settings(log_json=True), Terminal()) == {"PARLEY_LOG_JSON": "true"}
     specs = platform_processes(Settings(log_json=False))
-    assert {spec.name for spec in specs} == {"retrieval", "gateway", "documents-worker", "catalog-worker"}
+    assert {spec.name for spec in specs} == {"retrieval", "gateway", "documents-worker", "catalog-worker", "webhooks-worker"}
     assert all(spec.env["PARLEY_LOG_JSON"] == "false" for spec in specs)
 
 

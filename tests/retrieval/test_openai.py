@@ -37,8 +37,8 @@ async def test_the_chat_model_answers_from_the_numbered_context(rsettings, sessi
     assert "Acme Outdoor" in system["content"]
     assert user["content"].startswith("Context:") and "[1] shipping-policy.md › Shipping › International" in user["content"]
     assert user["content"].rstrip().endswith(f"Question: {QUESTION}")
-    # and its answer comes back with the citation it used
-    assert r.answered_by == "openai" and r.found
+    # and its answer comes back with the citation it used, naming the model that wrote it (kept with feedback on it)
+    assert r.answered_by == "openai" and r.found and r.answer_model == "test-model"
     assert r.answer.startswith("Our documents say: We ship to Canada and Mexico.") and r.answer.endswith("[1]")
     assert [c.n for c in r.citations] == [1] and r.citations[0].title == "shipping-policy.md"
 

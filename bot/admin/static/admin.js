@@ -171,6 +171,16 @@ views.history = () => {
   }, REFRESH.history);
 };
 
+async function resumeJob(button, id) {
+  button.disabled = true;
+  button.textContent = "Resuming…";
+  try {
+    const done = await api("jobs/" + id + "/resume", { method: "POST" });
+    flash(done.already_running ? "The job is running again: nothing re-queued."
+      : "Re-queued " + done.requeued.length + " pending item(s).");
+  } catch (err) { flash("Resume failed: " + err.message, true); }
+}
+
 views.jobs = () => poll(async () => {
   const { jobs } = await api("jobs");
   fill("jobs", jobs.map((j) => {
@@ -183,7 +193,10 @@ views.jobs = () => poll(async () => {
     return el("tr", { id: "job-" + j.id, class: location.hash === "#job-" + j.id ? "target" : "", // linked from a document's page
       "data-id": j.id, "data-status": j.status, "data-done": j.done, "data-failed": j.failed, "data-total": j.total },
       el("td", {}, el("span", { class: "name", text: j.description || j.kind }), el("span", { class: "sub", text: j.kind })),
-      el("td", {}, badge(j.status)),
+      el("td", {}, badge(j.status), j.status === "stalled" ? el("div", {},
+        el("span", { class: "sub stall-reason", text: j.stall_detail || "no progress" }),
+        el("button", { class: "small primary resume", "data-id": j.id, text: "Resume " + pending + " pending",
+          on: { click: (e) => resumeJob(e.target, j.id) } })) : null),
       el("td", {}, bar, el("div", { class: "bar-label", text: j.done + " done · " + j.failed + " failed · " +
         pending + " pending · " + j.total + " total" })),
       el("td", { class: "report" }, jobReport(j.id, j.breakdown)), // documents.js: success first, failures grouped
@@ -300,9 +313,14 @@ views.conversations = () => poll(async () => {
     el("td", {}, when(m.received_at)),
     el("td", {}, el("span", { class: "badge", text: m.channel })),
     el("td", {}, el("div", { class: "clip", text: m.text })),
-    el("td", {}, badge(m.status), m.error ? el("span", { class: "sub reason", text: m.error }) : null),
+    el("td", {}, badge(m.status), m.error ? el("span", { class: "sub reason", text: m.error }) : null,
+      // sends that did not reach the customer (outside Instagram's window, refused by Graph): never silent
+      (m.delivery_failures || []).map((f) => el("span", { class: "sub reason undelivered", "data-reason": f.reason_code,
+        text: "not delivered (" + (f.by === "human" ? "a person's reply" : "the bot's reply") + "): " + f.detail }))),
     el("td", {}, el("div", { class: "clip", text: m.reply || "" }),
-      m.citations.length ? el("span", { class: "sub", text: m.citations.length + " source" + (m.citations.length > 1 ? "s" : "") }) : null),
+      m.citations.length ? el("span", { class: "sub", text: m.citations.length + " source" + (m.citations.length > 1 ? "s" : "") }) : null,
+      (m.feedback || []).map((f) => el("span", { class: "sub rating", "data-rating": f.rating,
+        text: (f.rating === "up" ? "👍" : "👎") + (f.comment ? " “" + f.comment + "”" : "") }))),
     el("td", { class: "num", text: ms(m.ack_ms) }),
     el("td", { class: "num", text: ms(m.answer_ms) }))));
 }, REFRESH.conversations);

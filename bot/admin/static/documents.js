@@ -68,7 +68,7 @@ views.documents = () => {
   function row(d) {
     return el("tr", { "data-id": d.id, "data-filename": d.filename, "data-status": d.status },
       el("td", {}, docLink(d.id, d.filename), el("span", { class: "sub", text: "from " + d.source })),
-      el("td", {}, badge(d.status)),
+      el("td", {}, badge(d.status), d.original_kept === false ? el("span", { class: "sub", text: "original not kept" }) : null),
       el("td", { class: "num", text: d.status === "indexed" ? d.chunks : "" }),
       el("td", { class: "num", text: bytes(d.size) }),
       el("td", {}, when(d.updated_at)),
@@ -137,6 +137,8 @@ views.document = () => {
     const rows = [["Status", badge(d.status)], ["Sections", d.status === "indexed" ? String(d.chunks) : "—"], ["Size", bytes(d.size)],
       ["Type", d.mime_type || "—"], ["Source", d.source], ["Uploaded by", who], ["Uploaded", when(d.created_at)],
       ["Indexed", when(d.indexed_at)], ["Attempts", String(d.attempts)]];
+    if (d.original_kept === false) rows.push(["Original file", el("span", { "data-original": "not-kept",
+      text: "not kept: deleted once indexed (this workspace's retention setting); upload it again to re-index it" })]);
     if (d.error) rows.push(["Reason", el("span", { class: "reason", text: d.error + (d.error_code ? " (" + d.error_code + ")" : "") })]);
     return rows.map(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]);
   }

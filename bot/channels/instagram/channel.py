@@ -4,24 +4,41 @@
 and the account's token as ``Authorization: Bearer`` (never in the URL, so never in logs).
 A long answer goes out in parts cut at paragraph, then sentence, then word boundaries, each
 under 1,000 UTF-8 bytes; ``progress`` remembers the parts already sent, so a retry after a
-failure in the middle does not repeat the beginning. Replies are only allowed within 24 hours
-of the customer's message (`reply_window`).
+failure in the middle does not repeat the beginning.
+
+Meta's messaging windows (`bot.conversation.windows`): the bot sends (``messaging_type``
+``RESPONSE``) only within 24 hours of the customer's last message in the conversation, a person
+(``by="human"``: a staff reply relayed from Slack) up to 7 days with ``messaging_type``
+``MESSAGE_TAG`` and ``tag`` ``HUMAN_AGENT``. A send outside its window raises
+`OutsideMessagingWindow` before anything reaches Graph; a send Graph refuses (a 4xx error body,
+e.g. code 10 / subcode 2018278 "outside of allowed window") raises a `DeliveryError` with Graph's
+message. Neither is swallowed: each is recorded as a ``delivery_failure`` row and counted
+(`bot.conversation.failures`) before it propagates to the caller (the answer loop records it on
+the message; the handoff relay posts it into the staff thread).
+
+An answer that may be rated carries two quick replies (👍/👎) on its last part; a tap comes back as
+a message with ``quick_reply.payload`` ``feedback:<up|down>:<message id>`` (`bot.feedback`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.channels.downloads import META_FILE_HOSTS, Downloader, FilePolicy
 from bot.channels.routing import InstallationDirectory
+from bot.conversation.failures import GRAPH_REFUSED, OUTSIDE_WINDOW, record_failure
 from bot.conversation.schemas import Attachment, DeliveryError, Download, Reply, Standing
+from bot.conversation.windows import BOT, HUMAN, INSTAGRAM_WINDOW, OutsideMessagingWindow, last_inbound_at
+from bot.feedback.service import quick_replies
+from bot.metrics import GatewayMetrics
+from parley.db import unit_of_work, utcnow
 from parley.errors import InvalidInput
 from tenants.models import ChannelKind
 
@@ -85,13 +102,23 @@ def format_reply(reply: Reply) -> str:
     return f"{reply.text}\n\nSources: " + "; ".join(sources)
 
 
+def conversation_of(route: dict[str, Any]) -> str:
+    """The conversation id of a route (as `bot.channels.instagram.events.to_incoming` makes it)."""
+    return f"instagram:{route.get('account')}:{route.get('recipient')}"
+
+
 class InstagramChannel:
     name = "instagram"
-    reply_window = dt.timedelta(hours=24)
+    reply_window = INSTAGRAM_WINDOW.bot
+    window = INSTAGRAM_WINDOW
 
     def __init__(self, *, http: aiohttp.ClientSession, downloads: Downloader, directory: InstallationDirectory,
-                 graph_url: str, version: str, timeout: float = 20.0, download_timeout: float = 120.0) -> None:
+                 graph_url: str, version: str, timeout: float = 20.0, download_timeout: float = 120.0,
+                 metrics: GatewayMetrics | None = None) -> None:
         self.http = http
+        #: The window check reads the conversation's last inbound message; failures are written here too.
+        self.sessions: async_sessionmaker[AsyncSession] = directory.sessions
+        self.metrics = metrics
         self.downloads = downloads
         #: Attachments come from Meta's CDN over https (or the configured Graph origin: the emulator in tests).
         self.files = FilePolicy.of("Instagram", META_FILE_HOSTS, graph_url)
@@ -117,17 +144,46 @@ class InstagramChannel:
             return Standing(admin=True, why="configured uploader of the Instagram account")
         return Standing(admin=False, why="Instagram user")
 
-    async def send(self, *, tenant_id: str, route: dict[str, Any], reply: Reply, progress: dict[str, Any]) -> None:
+    async def send(self, *, tenant_id: str, route: dict[str, Any], reply: Reply, progress: dict[str, Any],
+                   by: str = BOT) -> None:
+        """Send ``reply`` to the customer of ``route``; ``by="human"``: a person's reply (7-day window,
+        tagged HUMAN_AGENT). Raises `OutsideMessagingWindow` or `DeliveryError`, recorded first."""
+        conversation = conversation_of(route)
+        failure = {"tenant_id": tenant_id, "channel": self.name, "conversation_id": conversation, "by": by,
+                   "message_id": reply.feedback_id}
+        async with unit_of_work(self.sessions, tenant_id=tenant_id) as session:
+            last = await last_inbound_at(session, tenant_id, self.name, conversation)
+        try:
+            self.window.check(last, now=utcnow(), by=by)
+        except OutsideMessagingWindow as exc:
+            await record_failure(self.sessions, self.metrics, reason_code=OUTSIDE_WINDOW, detail=exc.message, **failure)
+            raise
         token = await self._token(tenant_id, str(route.get("account")))
         parts = split_message(format_reply(reply))
+        rating = quick_replies(reply.feedback_id) if reply.feedback_id and by == BOT else None
         for i, part in enumerate(parts):
             if i < progress.get("sent", 0):
                 continue
-            await self._post(token, str(route.get("recipient")), part)
+            try:
+                await self._post(token, str(route.get("recipient")), part, by=by,
+                                 quick=rating if i == len(parts) - 1 else None)
+            except DeliveryError as exc:
+                if not exc.retryable:  # Graph said no for good: recorded, counted, and raised to the caller
+                    await record_failure(self.sessions, self.metrics, reason_code=GRAPH_REFUSED, detail=exc.message,
+                                         **failure)
+                raise
             progress["sent"] = i + 1
 
-    async def _post(self, token: str, recipient: str, text: str) -> None:
-        body = {"recipient": {"id": recipient}, "message": {"text": text}}
+    async def _post(self, token: str, recipient: str, text: str, *, by: str = BOT,
+                    quick: list[dict[str, str]] | None = None) -> None:
+        message: dict[str, Any] = {"text": text}
+        if quick:
+            message["quick_replies"] = quick
+        body: dict[str, Any] = {"recipient": {"id": recipient}, "message": message}
+        if by == HUMAN:  # a person's reply, allowed up to 7 days after the customer's last message
+            body.update(messaging_type="MESSAGE_TAG", tag="HUMAN_AGENT")
+        else:
+            body["messaging_type"] = "RESPONSE"
         try:
             async with self.http.post(self.endpoint, json=body, headers={"Authorization": f"Bearer {token}"},
                                       timeout=self.timeout) as resp:
@@ -139,12 +195,16 @@ class InstagramChannel:
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             raise DeliveryError(f"Instagram send failed: {type(exc).__name__}", retryable=True, code="instagram_unreachable") from exc
         error = (data or {}).get("error") or {} if isinstance(data, dict) else {}
+        error = error if isinstance(error, dict) else {}
         code = error.get("code")
-        message = error.get("message") or f"HTTP {status}"
+        subcode = error.get("error_subcode")
+        message = str(error.get("message") or f"HTTP {status}")
         if status == 429 or status >= 500 or code in RATE_LIMIT_CODES or error.get("is_transient"):
             raise DeliveryError(f"Instagram answered {status}: {message}", retryable=True,
                                 retry_after=float(retry_after) if retry_after else None, code="instagram_unavailable")
-        raise DeliveryError(f"Instagram refused the message: {message}", retryable=False, code=f"instagram_{code or status}")
+        which = f"code {code}" + (f", subcode {subcode}" if subcode else "") if code is not None else f"HTTP {status}"
+        raise DeliveryError(f"Instagram refused the message: {message} ({which})", retryable=False,
+                            code=f"instagram_{code or status}")
 
     @contextlib.asynccontextmanager
     async def download(self, *, tenant_id: str, route: dict[str, Any], attachment: Attachment) -> AsyncIterator[Download]:

@@ -60,12 +60,21 @@ class MessagingEvent:
     event: dict[str, Any]
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """A JSON object of the payload, or an empty one when a stranger sent something else there."""
+    return value if isinstance(value, dict) else {}
+
+
+def _array(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def messaging_events(payload: dict[str, Any]) -> Iterator[MessagingEvent]:
-    for entry in payload.get("entry") or []:
+    for entry in _array(payload.get("entry")):
         if not isinstance(entry, dict):
             continue
         account = str(entry.get("id") or "")
-        for event in entry.get("messaging") or []:
+        for event in _array(entry.get("messaging")):
             if isinstance(event, dict):
                 yield MessagingEvent(account, event)
 
@@ -74,7 +83,7 @@ def ignore_reason(account_id: str, event: dict[str, Any]) -> str | None:
     message = event.get("message")
     if not isinstance(message, dict):
         return "read" if "read" in event else "not_a_message"
-    sender = str((event.get("sender") or {}).get("id") or "")
+    sender = str(_object(event.get("sender")).get("id") or "")
     if message.get("is_echo") or sender == account_id:
         return "echo"
     if message.get("is_deleted"):
@@ -96,12 +105,12 @@ def _name_from_url(url: str) -> str:
 def documents_of(message: dict[str, Any]) -> list[Attachment]:
     """Attachments of type ``file`` (a document); media, shares and story mentions are not documents."""
     out = []
-    for a in message.get("attachments") or []:
+    for a in _array(message.get("attachments")):
         if not isinstance(a, dict) or a.get("type") != "file":
             continue
-        payload = a.get("payload") or {}
+        payload = _object(a.get("payload"))
         url = payload.get("url")
-        if url:
+        if url and isinstance(url, str):
             out.append(Attachment(name=payload.get("name") or payload.get("title") or _name_from_url(url), ref={"url": url}))
     return out
 
@@ -119,4 +128,12 @@ def to_incoming(tenant_id: str, account_id: str, event: dict[str, Any]) -> Incom
         route={"account": account_id, "recipient": sender},
         sent_at=parse_timestamp(event.get("timestamp")),
         attachments=tuple(documents_of(message)),
+        feedback=quick_reply_feedback(message),
     )
+
+
+def quick_reply_feedback(message: dict[str, Any]) -> str | None:
+    """A tap on one of our 👍/👎 quick replies (``quick_reply.payload`` ``feedback:...``), or None."""
+    quick = message.get("quick_reply")
+    payload = quick.get("payload") if isinstance(quick, dict) else None
+    return payload if isinstance(payload, str) and payload.startswith("feedback:") else None

@@ -19,6 +19,7 @@ import uuid
 from aiohttp import web
 
 from bot.channels.instagram.events import ignore_reason, messaging_events, signature_valid, to_incoming
+from bot.channels.instagram.own_apps import own_app_accounts
 from bot.context import GATEWAY
 from bot.http import error_response
 from parley.crypto import constant_time_equals
@@ -43,7 +44,12 @@ async def receive(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
     started = time.perf_counter()
     raw = await request.read()
-    if not signature_valid(raw, request.headers.get("X-Hub-Signature-256"), gw.config.instagram_app_secrets):
+    header = request.headers.get("X-Hub-Signature-256")
+    # None: a platform secret signed it (every account); else only the accounts whose own app secret did
+    only: set[str] | None = None
+    if not signature_valid(raw, header, gw.config.instagram_app_secrets):
+        only = await own_app_accounts(gw.directory, raw, header)
+    if only is not None and not only:
         gw.metrics.ack("instagram", "bad_signature", time.perf_counter() - started)
         log.warning("instagram webhook refused: bad or missing signature")
         return error_response(401, "invalid_signature", "X-Hub-Signature-256 does not match the body")
@@ -60,6 +66,8 @@ async def receive(request: web.Request) -> web.StreamResponse:
     outcomes: dict[str, int] = {}
     for item in messaging_events(payload):
         reason = ignore_reason(item.account_id, item.event)
+        if reason is None and only is not None and item.account_id not in only:
+            reason = "unsigned_account"  # another account's entry in a body its own secret did not sign
         if reason is not None:
             outcomes[f"ignored_{reason}"] = outcomes.get(f"ignored_{reason}", 0) + 1
             continue

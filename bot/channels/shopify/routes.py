@@ -25,6 +25,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.privacy.erasure import vectors_for
 from bot.channels.shopify.service import (
     Delivery, accept_webhook, complete_install, consume_state, install_link_key, installation_any_status, link_used,
     own_webhook_secret, remember_state,
@@ -34,6 +35,7 @@ from integrations.shopify import oauth
 from integrations.shopify.config import ShopifyConfig
 from integrations.shopify.errors import InvalidShop, MissingScopes, ShopifyError, ShopifyUnavailable, TokenRevoked
 from integrations.shopify.hmac import normalize_shop, verify_install_link, verify_oauth_hmac, verify_webhook_hmac
+from parley.blobs import BlobStore
 from parley.crypto import SecretBox
 from parley.db import unit_of_work
 from parley.errors import AlreadyExists, InvalidInput, ParleyError
@@ -261,7 +263,9 @@ async def webhooks(request: web.Request) -> web.StreamResponse:
                                 event_id=_header(request, "X-Shopify-Event-Id"), webhook_id=_header(request, "X-Shopify-Webhook-Id"),
                                 triggered_at=_when(_header(request, "X-Shopify-Triggered-At")), body=_json(body),
                                 digest=hashlib.sha256(body).hexdigest())
-            result = await accept_webhook(session, delivery, installation, max_age=gw.config.webhook_max_age)
+            result = await accept_webhook(session, delivery, installation, max_age=gw.config.webhook_max_age,
+                                          blobs=BlobStore(gw.settings.effective_blob_dir),
+                                          vectors=vectors_for(gw.settings))
     except InvalidInput as exc:
         return _refused(400, exc.code, exc.message, shop=shop, topic=topic)
     except ParleyError as exc:

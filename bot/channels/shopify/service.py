@@ -40,6 +40,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.privacy.erasure import redact_shopify_customer, shop_products
 from bot.models import WebhookEvent
 from integrations.shopify.client import ShopifyClient
 from integrations.shopify.config import MAX_INSTALL_LINK_TTL, ShopifyConfig
@@ -336,7 +337,8 @@ async def _first_time(session: AsyncSession, delivery: Delivery, tenant_id: str 
 
 
 async def accept_webhook(session: AsyncSession, delivery: Delivery, installation: ChannelInstallation | None, *,
-                         max_age: float = ShopifyConfig.webhook_max_age) -> dict[str, Any]:
+                         max_age: float = ShopifyConfig.webhook_max_age, blobs: Any = None,
+                         vectors: Any = None) -> dict[str, Any]:
     """A verified delivery, in the edge's transaction (dedupe rows + the staged work commit together,
     so a failure lets Shopify's retry try again). ``installation``: the shop's, whatever its status.
     `InvalidInput`, nothing recorded, for a stale or self-contradicting delivery."""
@@ -344,11 +346,18 @@ async def accept_webhook(session: AsyncSession, delivery: Delivery, installation
     tenant_id = installation.tenant_id if installation is not None else None
     if not await _first_time(session, delivery, tenant_id):
         return {"status": "duplicate"}
-    return await _dispatch(session, delivery, installation)
+    return await _dispatch(session, delivery, installation, blobs=blobs, vectors=vectors)
 
 
-async def _dispatch(session: AsyncSession, d: Delivery, installation: ChannelInstallation | None) -> dict[str, Any]:
+async def _dispatch(session: AsyncSession, d: Delivery, installation: ChannelInstallation | None, *,
+                    blobs: Any = None, vectors: Any = None) -> dict[str, Any]:
     topic, body = d.topic, d.body if isinstance(d.body, dict) else {}
+    if topic == "customers/redact" and installation is not None and blobs is not None:
+        # The erasure machinery (bot.privacy.erasure): whoever wrote this customer's email or phone.
+        result = await redact_shopify_customer(session, tenant_id=installation.tenant_id, body=body, blobs=blobs,
+                                               index=vectors)
+        log.info("shopify customers/redact", extra={"shop": d.shop, "erased": len(result["erased"])})
+        return result
     if topic in ("customers/data_request", "customers/redact"):
         log.info("shopify compliance request: no customer data stored", extra={"shop": d.shop, "topic": topic})
         return {"status": "ok", "detail": NO_CUSTOMER_DATA}
@@ -360,7 +369,10 @@ async def _dispatch(session: AsyncSession, d: Delivery, installation: ChannelIns
     if topic == "shop/redact":
         stage_catalog(session, CATALOG_SHOP_REDACTED, tenant_id=tenant_id, idempotency_key=key,
                       payload=ShopRedacted(shop=d.shop, event_id=d.event_id))
-        return {"status": "accepted"}
+        # The same kind of report as an erasure: what goes (the catalog worker removes it).
+        products = await shop_products(session, tenant_id=tenant_id, shop=d.shop)
+        return {"status": "accepted", "detail": f"the shop's {products} product(s) and their vectors are being removed",
+                "counts": {"products": products}}
     if installation.status != "active":
         log.info("shopify webhook for a disconnected shop", extra={"shop": d.shop, "topic": topic})
         return {"status": "ignored", "detail": "shop disconnected"}

@@ -47,6 +47,43 @@ def format_reply(reply: Reply) -> str:
     return f"{text}\n\n_Sources:_ " + " · ".join(sources)
 
 
+#: Slack's limit on a section block's text.
+SECTION_CHARS = 3000
+FEEDBACK_BLOCK = "feedback"
+STATUS_BLOCK = "feedback_status"
+
+
+def text_blocks(text: str) -> list[dict[str, Any]]:
+    """The message text as section blocks (each under Slack's 3,000 characters, cut at a line or a space)."""
+    blocks: list[dict[str, Any]] = []
+    rest = text
+    while rest:
+        piece = rest
+        if len(piece) > SECTION_CHARS:
+            cut = max(piece.rfind("\n", 0, SECTION_CHARS), piece.rfind(" ", 0, SECTION_CHARS))
+            piece = piece[:cut if cut > 0 else SECTION_CHARS]
+        rest = rest[len(piece):].lstrip()
+        if piece.strip():
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": piece}})
+    return blocks[:45]
+
+
+def feedback_buttons(message_id: str) -> dict[str, Any]:
+    """The 👍/👎 actions block under an answer; action ids ``feedback:<up|down>:<message id>``."""
+    return {"type": "actions", "block_id": FEEDBACK_BLOCK, "elements": [
+        {"type": "button", "action_id": f"feedback:{rating}:{message_id}", "value": rating,
+         "text": {"type": "plain_text", "text": emoji, "emoji": True}}
+        for rating, emoji in (("up", "👍"), ("down", "👎"))]}
+
+
+def answer_blocks(text: str, message_id: str, status: str | None = None) -> list[dict[str, Any]]:
+    """An answer's blocks: its text, the rating buttons, and (after a click) what was recorded."""
+    blocks = [*text_blocks(text), feedback_buttons(message_id)]
+    if status:
+        blocks.append({"type": "context", "block_id": STATUS_BLOCK, "elements": [{"type": "mrkdwn", "text": status}]})
+    return blocks
+
+
 def slack_failure(exc: Exception, what: str) -> DeliveryError:
     if isinstance(exc, SlackApiError):
         status = getattr(exc.response, "status_code", 0) or 0
@@ -77,7 +114,7 @@ class SlackChannel:
         self.files = FilePolicy.of("Slack", SLACK_FILE_HOSTS, str(client.base_url))
 
     async def _token(self, tenant_id: str, route: dict[str, Any]) -> str:
-        team = str(route.get("team") or "")
+        team = str(route.get("install") or route.get("team") or "")  # install: enterprise:E… (org-wide)
         found = await self.directory.find(ChannelKind.slack, team)
         if found is None or found.tenant_id != tenant_id or not found.secrets.get("bot_token"):
             raise DeliveryError(f"the Slack workspace {team} is no longer connected", retryable=False, code="slack_uninstalled")
@@ -89,7 +126,7 @@ class SlackChannel:
         a guest, a deactivated account, a bot or someone from another organisation (Slack Connect:
         their ``is_admin`` is about their own workspace) does not."""
         team = str(route.get("team") or "")
-        found = await self.directory.find(ChannelKind.slack, team)
+        found = await self.directory.find(ChannelKind.slack, str(route.get("install") or team))
         if found is None or found.tenant_id != tenant_id or not found.secrets.get("bot_token"):
             raise DeliveryError(f"the Slack workspace {team} is no longer connected", retryable=False, code="slack_uninstalled")
         if sender_id and sender_id == found.details.get("installer_user_id"):
@@ -108,7 +145,12 @@ class SlackChannel:
         if user.get("deleted") or user.get("is_bot") or user.get("is_restricted") or user.get("is_ultra_restricted"):
             return Standing(admin=False, why="deactivated, guest or bot account")
         home = str(user.get("team_id") or "")
-        if user.get("is_stranger") or (team.startswith("T") and home != team):
+        organisation = str(found.details.get("enterprise_id") or "") if found.details.get("is_enterprise_install") else ""
+        if organisation:  # an org-wide install: a member of any workspace of the organisation is at home
+            theirs = str((user.get("enterprise_user") or {}).get("enterprise_id") or user.get("enterprise_id") or "")
+            if user.get("is_stranger") or theirs != organisation:
+                return Standing(admin=False, why=f"member of another organisation ({theirs or home or 'unknown'})")
+        elif user.get("is_stranger") or (team.startswith("T") and home != team):
             return Standing(admin=False, why=f"member of another workspace ({home or 'unknown'})")
         if user.get("is_owner") or user.get("is_primary_owner"):
             return Standing(admin=True, why="owner of the Slack workspace")
@@ -116,14 +158,21 @@ class SlackChannel:
             return Standing(admin=True, why="admin of the Slack workspace")
         return Standing(admin=False, why="member of the Slack workspace")
 
-    async def send(self, *, tenant_id: str, route: dict[str, Any], reply: Reply, progress: dict[str, Any]) -> None:
+    async def send(self, *, tenant_id: str, route: dict[str, Any], reply: Reply, progress: dict[str, Any],
+                   by: str = "bot") -> None:
+        """Post ``reply`` (``by``: the bot or a person; Slack has no messaging window). An answer that
+        may be rated carries 👍/👎 buttons under its text (`answer_blocks`); the text stays the fallback."""
         token = await self._token(tenant_id, route)
         where: dict[str, str] = {"channel": str(route.get("channel_id"))}
         if route.get("thread_ts"):  # the question was asked in a thread: everything about it goes there
             where["thread_ts"] = str(route["thread_ts"])
+        text = format_reply(reply)
+        extra: dict[str, Any] = {}
+        if reply.feedback_id and by == "bot":
+            extra["blocks"] = answer_blocks(text, reply.feedback_id)
         try:
-            await self.client.chat_postMessage(token=token, text=format_reply(reply), unfurl_links=False,
-                                               unfurl_media=False, **where)
+            await self.client.chat_postMessage(token=token, text=text, unfurl_links=False,
+                                               unfurl_media=False, **where, **extra)
         except Exception as exc:
             raise slack_failure(exc, "chat.postMessage") from exc
 

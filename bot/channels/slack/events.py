@@ -55,7 +55,9 @@ def _attachment(f: dict[str, Any]) -> Attachment:
     )
 
 
-def to_incoming(tenant_id: str, team_id: str, event: dict[str, Any]) -> IncomingMessage:
+def to_incoming(tenant_id: str, team_id: str, event: dict[str, Any], *, install: str | None = None) -> IncomingMessage:
+    """``install``: the installation's key when it is not the team id (``enterprise:E…``, an
+    org-wide install): replies are sent with that installation's token."""
     channel_id = str(event.get("channel"))
     ts = str(event.get("ts") or event.get("event_ts"))
     try:
@@ -65,6 +67,8 @@ def to_incoming(tenant_id: str, team_id: str, event: dict[str, Any]) -> Incoming
     files = tuple(_attachment(f) for f in event.get("files") or [] if isinstance(f, dict))
     user = str(event.get("user"))
     route = {"team": team_id, "channel_id": channel_id, "user": user}
+    if install and install != team_id:
+        route["install"] = install
     conversation = f"slack:{team_id}:{channel_id}"
     thread = event.get("thread_ts")
     if isinstance(thread, str) and thread and thread != ts:  # a reply in a thread: answered in that thread

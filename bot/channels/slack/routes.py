@@ -32,15 +32,18 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.channels.slack import interactivity
+from bot.channels.slack.desk import is_thread_reply, take_staff_reply
 from bot.channels.slack.events import ignore_reason, to_incoming
+from bot.channels.slack.feedback import setup_slack_feedback
 from bot.channels.slack.oauth import TenantOAuthFlow, link_of
+from bot.channels.slack.own_apps import own_app_signature
 from bot.channels.slack.signature import RequestSignature
-from bot.channels.slack.store import ParleyInstallationStore, SignedStateStore
+from bot.channels.slack.store import ParleyInstallationStore, SignedStateStore, find_workspace
 from bot.context import GATEWAY, Gateway
 from bot.http import error_response
 from parley.errors import Forbidden, Unavailable
 from parley.logging import bound
-from tenants.models import ChannelKind
 
 log = logging.getLogger("parley.gateway.slack")
 
@@ -106,16 +109,22 @@ def _persist_dm(gw: Gateway) -> Callable[..., Awaitable[Any]]:
         event = body.get("event") if body.get("type") == "event_callback" else None
         if not isinstance(event, dict) or event.get("type") != "message":
             return await next()
+        if is_thread_reply(event):  # a staff member's reply in a handoff thread (bot.channels.slack.desk)
+            context[OUTCOME] = await take_staff_reply(gw, team_id=context.team_id or body.get("team_id") or "",
+                                                      enterprise_id=context.enterprise_id,
+                                                      is_enterprise_install=context.is_enterprise_install, event=event)
+            return await next()
         reason = ignore_reason(event)
         if reason is not None:
             context[OUTCOME] = f"ignored_{reason}"
             return await next()
         team_id = context.team_id or body.get("team_id") or ""
-        route = await gw.directory.find(ChannelKind.slack, team_id)
+        # an org-wide (Enterprise Grid) install is stored as enterprise:E…, its events name a workspace T…
+        route = await find_workspace(gw.directory, context.enterprise_id, team_id, context.is_enterprise_install)
         if route is None:  # uninstalled between authorize and here
             context[OUTCOME] = "unknown_workspace"
             return BoltResponse(status=200, body="")
-        incoming = to_incoming(route.tenant_id, team_id, event)
+        incoming = to_incoming(route.tenant_id, team_id or route.external_id, event, install=route.external_id)
         verdict = gw.limits.admit(incoming, gw.answers)  # the sender's and tenant's rate, the answer backlog
         if not verdict.allowed:  # acked 200 and dropped: anything but a 200 and Slack retries it
             context[OUTCOME] = f"limited_{verdict.scope}"
@@ -140,10 +149,14 @@ async def events(request: web.Request) -> web.StreamResponse:
     raw = await request.read()
     timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
     signature = request.headers.get("X-Slack-Signature", "")
-    if not slack.verifier.valid(raw, timestamp, signature):  # total: any header text is a yes or a no
+    if not (slack.verifier.valid(raw, timestamp, signature)  # total: any header text is a yes or a no
+            or await own_app_signature(gw.directory, gw.box, raw, timestamp, signature, gw.clock)):
         gw.metrics.ack("slack", "bad_signature", time.perf_counter() - started)
         log.warning("slack request refused: bad or stale signature")
         return web.json_response({"error": "invalid request"}, status=401)
+    if interactivity.is_interaction(raw):
+        # the app's Interactivity Request URL points here: the same handling as /slack/interactivity
+        return await interactivity.handle(request, raw)
     try:
         # Bolt parses the body and walks it in the request's constructor; a body it does not expect
         # (a JSON array, a number where a list belongs) raises whatever it hits there.
@@ -157,7 +170,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         return error_response(400, "invalid_input", "the body is not a JSON object or form data")
     kind = bolt_request.body.get("type")
     if bolt_request.body.get("command") or not isinstance(kind, str) or kind not in EVENTS_API_TYPES:
-        # Slash commands and interactivity are not configured for this app: say so instead of a 404.
+        # Slash commands are not configured for this app: say so instead of a 404.
         gw.metrics.ack("slack", "unsupported", time.perf_counter() - started)
         text = "I don't have slash commands: send me a direct message instead." if bolt_request.body.get("command") else ""
         return web.Response(text=text, content_type="text/plain")
@@ -210,5 +223,7 @@ def _oauth_request(request: web.Request) -> AsyncBoltRequest:
 
 def setup_slack_routes(app: web.Application) -> None:
     app.router.add_post("/slack/events", events)
+    interactivity.setup_interactivity_routes(app)  # POST /slack/interactivity: buttons and modals
+    setup_slack_feedback(app)  # its "feedback" actions: 👍/👎 under answers
     app.router.add_get("/slack/install", install)
     app.router.add_get("/slack/oauth_redirect", oauth_redirect)

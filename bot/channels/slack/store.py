@@ -46,8 +46,32 @@ LINK_SOURCE = "slack_install_link"
 TENANT_KEY = "parley_tenant_id"
 
 
-def workspace_id(enterprise_id: str | None, team_id: str | None) -> str | None:
+def workspace_id(enterprise_id: str | None, team_id: str | None, *, is_enterprise_install: bool | None = False) -> str | None:
+    """The key of a Slack installation: the team id, or ``enterprise:E…`` for an organisation-wide
+    (Enterprise Grid) install, which has no team of its own."""
+    if is_enterprise_install and enterprise_id:
+        return f"enterprise:{enterprise_id}"
     return team_id or (f"enterprise:{enterprise_id}" if enterprise_id else None)
+
+
+def workspace_keys(enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool | None = False) -> list[str]:
+    """Where an event's installation may be stored, most specific first. An event of an org-wide
+    install names a workspace (``team_id`` T…) *and* the organisation (``enterprise_id`` E…,
+    ``is_enterprise_install: true``): the install is stored under ``enterprise:E…``. A workspace
+    of an organisation whose app was installed org-wide is found through the organisation too."""
+    keys = [k for k in (workspace_id(enterprise_id, team_id, is_enterprise_install=is_enterprise_install),
+                        team_id, f"enterprise:{enterprise_id}" if enterprise_id else None) if k]
+    return list(dict.fromkeys(keys))
+
+
+async def find_workspace(directory: InstallationDirectory, enterprise_id: str | None, team_id: str | None,
+                         is_enterprise_install: bool | None = False) -> Route | None:
+    """The installation an event belongs to (`workspace_keys`), from the routing cache."""
+    for key in workspace_keys(enterprise_id, team_id, is_enterprise_install):
+        route = await directory.find(ChannelKind.slack, key)
+        if route is not None:
+            return route
+    return None
 
 
 class StoreError(Exception):
@@ -67,7 +91,8 @@ class ParleyInstallationStore(AsyncInstallationStore):
     # --- save -------------------------------------------------------------------------------
     async def async_save(self, installation: Installation) -> None:
         tenant_id = (installation.custom_values or {}).get(TENANT_KEY)
-        external_id = workspace_id(installation.enterprise_id, installation.team_id)
+        external_id = workspace_id(installation.enterprise_id, installation.team_id,
+                                   is_enterprise_install=installation.is_enterprise_install)
         if not tenant_id or not external_id:
             raise StoreError("an installation without a tenant or workspace cannot be saved")
         secrets = {k: v for k, v in {
@@ -92,7 +117,8 @@ class ParleyInstallationStore(AsyncInstallationStore):
         log.info("slack workspace installed", extra={"tenant_id": tenant_id, "team_id": external_id})
 
     async def async_save_bot(self, bot: Bot) -> None:  # token rotation refreshes
-        route = await self.directory.find(ChannelKind.slack, workspace_id(bot.enterprise_id, bot.team_id) or "")
+        route = await self.directory.find(ChannelKind.slack, workspace_id(
+            bot.enterprise_id, bot.team_id, is_enterprise_install=bot.is_enterprise_install) or "")
         if route is None:
             return
         installation = _installation(route)
@@ -104,8 +130,7 @@ class ParleyInstallationStore(AsyncInstallationStore):
     # --- find -------------------------------------------------------------------------------
     async def async_find_installation(self, *, enterprise_id: str | None, team_id: str | None, user_id: str | None = None,
                                       is_enterprise_install: bool | None = False) -> Installation | None:
-        external_id = workspace_id(enterprise_id, team_id)
-        route = await self.directory.find(ChannelKind.slack, external_id) if external_id else None
+        route = await find_workspace(self.directory, enterprise_id, team_id, is_enterprise_install)
         if route is None or not route.secrets.get("bot_token"):
             return None
         if user_id is not None and user_id != route.details.get("installer_user_id"):
@@ -114,7 +139,8 @@ class ParleyInstallationStore(AsyncInstallationStore):
 
     async def async_find_bot(self, *, enterprise_id: str | None, team_id: str | None,
                              is_enterprise_install: bool | None = False) -> Bot | None:
-        installation = await self.async_find_installation(enterprise_id=enterprise_id, team_id=team_id)
+        installation = await self.async_find_installation(enterprise_id=enterprise_id, team_id=team_id,
+                                                          is_enterprise_install=is_enterprise_install)
         return installation.to_bot() if installation is not None else None
 
     # --- delete -----------------------------------------------------------------------------

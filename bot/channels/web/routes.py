@@ -3,13 +3,20 @@
     GET  /chat                      the static chat page (no build step) and /chat/static/ its script and style
     GET  /chat/widget.js, /chat/w/{widget}[/session|/chat]   the embeddable widget (`bot.channels.web.widget`)
     POST /api/chat                  {"message", "conversation_id"?, "client_message_id"?} -> answer + citations
+    GET  /api/chat/updates          ?conversation_id=&after=: who owns it (bot / a person) and the staff replies since
+    POST /api/chat/feedback         {"message_id", "rating": "up"|"down", "comment"?} -> the recorded rating
+                                    (`bot.feedback`: the same rating again changes nothing; the other replaces it)
     POST /api/documents             multipart "file" parts, streamed and size-capped -> 202 + documents
                                     (an optional "password" field opens password-protected PDFs)
-                                    (who may: the tenant's uploader policy for "web"; 403 when closed)
+                                    (who may: the tenant's uploader policy for "web"; 403 when closed;
+                                    403 pass_through_only when the tenant takes API files only as pass-through)
+    POST /api/v1/process            pass-through processing, nothing kept (`bot.channels.web.process`)
+    /api/v1/webhooks[/{id}[/rotate|enable|disable|test]]   outbound webhooks (`bot.admin.webhooks`)
     GET  /api/documents[?status=]   GET /api/documents/{id}
     GET  /api/jobs                  GET /api/jobs/{id}   (with the report: "3 of 4 indexed; 1 failed: ...")
     GET  /api/conversations         recent inbound messages of every channel, with latency and status
-    GET  /api/conversations/{id}
+    GET  /api/conversations/{id}    the message, its ratings (``feedback``) and the sends to the customer that
+                                    did not go out (``delivery_failures``: outside Instagram's window, refused by Graph)
     GET  /api/slack/install-link    the signed link that installs the Slack bot for this tenant (single use, a day)
 
 Every read goes through a tenant-scoped repository: another tenant's id is a 404, not a 403, so
@@ -43,7 +50,12 @@ from aiohttp import BodyPartReader, web
 
 from bot.channels.slack.oauth import install_link
 from bot.context import GATEWAY
+from bot.conversation.failures import DeliveryFailureRepository, failure_json
+from bot.conversation.handoff import updates as handoff_updates
 from bot.conversation.repository import InboundRepository
+from bot.feedback import service as feedback
+from bot.feedback.repository import FeedbackRepository
+from bot.feedback.service import feedback_json
 from bot.conversation.schemas import Attachment, Download, IncomingMessage, Reply, Standing
 from bot.conversation.uploads import StoredFile
 from bot.http import API_KEY_ID, SECURITY_HEADERS, TENANT, error_response, read_json, require_api_key
@@ -70,7 +82,8 @@ class WebChannel:
     name = "web"
     reply_window = None
 
-    async def send(self, *, tenant_id: str, route: dict[str, Any], reply: Reply, progress: dict[str, Any]) -> None:
+    async def send(self, *, tenant_id: str, route: dict[str, Any], reply: Reply, progress: dict[str, Any],
+                   by: str = "bot") -> None:
         return None
 
     @contextlib.asynccontextmanager
@@ -91,7 +104,9 @@ def _iso(value: Any) -> str | None:
 def document_json(d: Document) -> dict[str, Any]:
     return {"id": d.id, "filename": d.filename, "status": d.status.value, "error": d.error, "error_code": d.error_code,
             "chunks": d.chunk_count, "size": d.size_bytes, "source": d.source, "job_id": d.job_id,
-            "created_at": _iso(d.created_at), "updated_at": _iso(d.updated_at), "indexed_at": _iso(d.indexed_at)}
+            "created_at": _iso(d.created_at), "updated_at": _iso(d.updated_at), "indexed_at": _iso(d.indexed_at),
+            # False: the uploaded file was deleted once indexed (the tenant's retention policy); its chunks stay
+            "original_kept": d.original_deleted_at is None, "original_deleted_at": _iso(d.original_deleted_at)}
 
 
 def message_json(m: InboundMessage) -> dict[str, Any]:
@@ -108,6 +123,21 @@ async def chat(request: web.Request) -> web.Response:
     key_id = request[API_KEY_ID]
     return await answer_now(request.app[GATEWAY], await read_json(request), tenant_id=request[TENANT],
                             sender_id=f"api_key:{key_id}", scope=key_id)
+
+
+async def chat_updates(request: web.Request) -> web.Response:
+    """``GET /api/chat/updates?conversation_id=&after=``: a handed-off conversation's state and the
+    staff replies and notices since the cursor (the chat polls while a person owns the conversation)."""
+    gw, tenant_id, key_id = request.app[GATEWAY], request[TENANT], request[API_KEY_ID]
+    conversation = str(request.query.get("conversation_id") or "default")[:64]
+    try:
+        after = max(0, int(request.query.get("after") or 0))
+    except ValueError as exc:
+        raise InvalidInput("'after' must be a number (the cursor of the last poll)") from exc
+    async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
+        body = await handoff_updates(session, tenant_id=tenant_id, channel="web",
+                                     conversation_id=f"web:{key_id}:{conversation}", after=after)
+    return web.json_response(body)
 
 
 async def answer_now(gw: Any, data: dict[str, Any], *, tenant_id: str, sender_id: str, scope: str) -> web.Response:
@@ -130,6 +160,8 @@ async def answer_now(gw: Any, data: dict[str, Any], *, tenant_id: str, sender_id
                 "citations": outcome.citations, "answer_ms": outcome.answer_ms}
         if outcome.status == "failed":
             return error_response(503, "unavailable", outcome.error, headers={"Retry-After": "5"})
+        if outcome.quota is not None:  # the plan's questions are used up: a 429 naming the limit
+            raise outcome.quota
         return web.json_response(body)
     async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:  # a resend of the same client message
         row = await InboundRepository(session, tenant_id).get(accepted.message_id)
@@ -198,6 +230,10 @@ class VersionOf:
 
 
 async def upload(request: web.Request) -> web.Response:
+    from passthrough.service import refuse_if_pass_through_only
+
+    async with unit_of_work(request.app[GATEWAY].sessions, tenant_id=request[TENANT]) as session:
+        await refuse_if_pass_through_only(session, tenant_id=request[TENANT])  # 403 pointing to /api/v1/process
     return await take_upload(request)
 
 
@@ -313,7 +349,37 @@ async def list_conversations(request: web.Request) -> web.Response:
 async def get_conversation(request: web.Request) -> web.Response:
     gw, tenant_id = request.app[GATEWAY], request[TENANT]
     async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
-        return web.json_response(message_json(await InboundRepository(session, tenant_id).get(request.match_info["id"])))
+        row = await InboundRepository(session, tenant_id).get(request.match_info["id"])
+        ratings = await FeedbackRepository(session, tenant_id).of_messages([row.id])
+        failures = await DeliveryFailureRepository(session, tenant_id).of_conversation(row.channel, row.conversation_id)
+        return web.json_response({**message_json(row), "feedback": [feedback_json(f) for f in ratings],
+                                  "delivery_failures": [failure_json(f) for f in failures]})
+
+
+async def chat_feedback(request: web.Request) -> web.Response:
+    return await rate_answer(request.app[GATEWAY], await read_json(request), tenant_id=request[TENANT],
+                             rater_id=f"api_key:{request[API_KEY_ID]}")
+
+
+async def rate_answer(gw: Any, data: dict[str, Any], *, tenant_id: str, rater_id: str, asker: str | None = None) -> web.Response:
+    """Rate an answer of the web chat (the page, the API, a widget's visitor: ``asker``, who may rate
+    only answers to their own questions). 400 for a bad rating, 404 for an unknown answer."""
+    message_id, rating, comment = data.get("message_id"), data.get("rating"), data.get("comment")
+    if not isinstance(message_id, str) or not message_id:
+        raise InvalidInput("'message_id' is the id of the answered message (the chat's answer gives it)")
+    if not isinstance(rating, str) or rating not in feedback.RATINGS:
+        raise InvalidInput("'rating' is 'up' or 'down'")
+    if comment is not None and not isinstance(comment, str):
+        raise InvalidInput("'comment' is text")
+    async with unit_of_work(gw.sessions, tenant_id=tenant_id) as session:
+        rated = await feedback.rate(session, tenant_id=tenant_id, message_id=message_id[:32], rater_id=rater_id,
+                                    rating=rating, channel="web", comment=comment, asker=asker)
+    if rated.changed:
+        gw.metrics.feedback.labels("web", rating).inc()
+    if rated.comment and comment:
+        gw.metrics.feedback_comments.labels("web").inc()
+    return web.json_response({"message_id": rated.message_id, "rating": rated.rating, "comment": rated.comment,
+                              "created": rated.created, "changed": rated.changed})
 
 
 async def slack_install_link(request: web.Request) -> web.Response:
@@ -355,6 +421,7 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 
 
 def setup_web_routes(app: web.Application) -> None:
+    from bot.channels.web.process import setup_process_routes  # pass-through processing: POST /api/v1/process
     from bot.channels.web.widget import setup_widget_routes  # it builds on this module's answer_now
 
     app.on_response_prepare.append(_security_headers)
@@ -363,6 +430,8 @@ def setup_web_routes(app: web.Application) -> None:
     app.router.add_static("/chat/static", STATIC, append_version=False)
     setup_widget_routes(app)  # the embeddable widget: /chat/widget.js and its frame (bot.channels.web.widget)
     app.router.add_post("/api/chat", auth(chat))
+    app.router.add_get("/api/chat/updates", auth(chat_updates))  # staff replies in a handed-off conversation
+    app.router.add_post("/api/chat/feedback", auth(chat_feedback))
     app.router.add_post("/api/documents", auth(upload))
     app.router.add_get("/api/documents", auth(list_documents))
     app.router.add_get("/api/documents/{id}", auth(get_document))
@@ -371,3 +440,8 @@ def setup_web_routes(app: web.Application) -> None:
     app.router.add_get("/api/conversations", auth(list_conversations))
     app.router.add_get("/api/conversations/{id}", auth(get_conversation))
     app.router.add_get("/api/slack/install-link", auth(slack_install_link))
+    from bot.admin.webhooks import API as WEBHOOKS_API  # outbound webhooks, the same handlers as the dashboard's
+
+    for method, path, handler in WEBHOOKS_API:
+        app.router.add_route(method, f"/api/v1/{path}", auth(handler))
+    setup_process_routes(app)

@@ -6,6 +6,8 @@
     GET  /chat/w/{widget}                the chat inside that iframe (static page, script and style)
     POST /chat/w/{widget}/session        {"embedder"?} -> an anonymous visitor session (a signed token)
     POST /chat/w/{widget}/chat           Authorization: Bearer <visitor token>, {"message", ...} -> the answer
+    POST /chat/w/{widget}/feedback       Authorization: Bearer <visitor token>, {"message_id", "rating", "comment"?}:
+                                         👍/👎 on an answer to one of the visitor's own questions
 
 Who may do what: the widget id (``wgt_...``, `tenants.widgets`) is public - it is in the tenant's
 page source - and proves nothing but which tenant's chat to show. Its allowed origins decide where
@@ -34,8 +36,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from bot.channels.web.routes import answer_now
+from bot.channels.web.routes import answer_now, rate_answer
 from bot.context import GATEWAY, Gateway
+from bot.conversation.handoff import updates as handoff_updates
 from bot.http import SECURITY_HEADERS, read_json
 from parley.db import unit_of_work
 from parley.errors import Forbidden, InvalidInput, NotFound, Unauthorized
@@ -148,6 +151,25 @@ async def open_session(request: web.Request) -> web.Response:
 
 async def ask(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
+    widget, visitor = await _visitor(gw, request)
+    data = await read_json(request)
+    with bound(tenant_id=widget.tenant_id):
+        return await answer_now(gw, data, tenant_id=widget.tenant_id, sender_id=f"visitor:{visitor}",
+                                scope=f"{widget.id}:{visitor}")
+
+
+async def rate(request: web.Request) -> web.Response:
+    """👍/👎 on an answer to one of the visitor's own questions (`bot.channels.web.routes.rate_answer`)."""
+    gw = request.app[GATEWAY]
+    widget, visitor = await _visitor(gw, request)
+    data = await read_json(request)
+    with bound(tenant_id=widget.tenant_id):
+        return await rate_answer(gw, data, tenant_id=widget.tenant_id, rater_id=f"visitor:{visitor}",
+                                 asker=f"visitor:{visitor}")
+
+
+async def _visitor(gw: Any, request: web.Request) -> tuple[Any, str]:
+    """The widget and the visitor of a request from the widget's frame with a live visitor session."""
     _from_the_frame(gw, request)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     try:
@@ -161,10 +183,23 @@ async def ask(request: web.Request) -> web.Response:
     if claims.get("w") != widget_id or not isinstance(visitor, str) or not visitor:
         raise Unauthorized("this session belongs to another chat; start a new one")
     widget, _ = await _active(gw, widget_id)  # revoked since: 404
+    return widget, visitor
+
+
+async def updates(request: web.Request) -> web.Response:
+    """``{"conversation_id", "after"}``: the visitor's conversation, once handed to a person: its state
+    and the staff replies since the cursor (`bot.conversation.handoff.updates`; the frame polls)."""
+    gw = request.app[GATEWAY]
+    widget, visitor = await _visitor(gw, request)
     data = await read_json(request)
-    with bound(tenant_id=widget.tenant_id):
-        return await answer_now(gw, data, tenant_id=widget.tenant_id, sender_id=f"visitor:{visitor}",
-                                scope=f"{widget.id}:{visitor}")
+    conversation = str(data.get("conversation_id") or "default")[:64]
+    after = data.get("after", 0)
+    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+        raise InvalidInput("'after' must be a whole number (the cursor of the last poll)")
+    async with unit_of_work(gw.sessions, tenant_id=widget.tenant_id) as session:
+        body = await handoff_updates(session, tenant_id=widget.tenant_id, channel="web",
+                                     conversation_id=f"web:{widget.id}:{visitor}:{conversation}", after=after)
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 
 def setup_widget_routes(app: web.Application) -> None:
@@ -172,6 +207,8 @@ def setup_widget_routes(app: web.Application) -> None:
     app.router.add_get("/chat/w/{widget}", frame)
     app.router.add_post("/chat/w/{widget}/session", open_session)
     app.router.add_post("/chat/w/{widget}/chat", ask)
+    app.router.add_post("/chat/w/{widget}/feedback", rate)
+    app.router.add_post("/chat/w/{widget}/updates", updates)  # a person's replies once handed off
 
 
 def snippet(public_url: str, widget_id: str) -> str:

@@ -63,6 +63,11 @@ async def test_small_store_is_paged_indexed_and_resynced_incrementally(stack: St
     assert report == "23 / 24 products indexed, 1 failed: unreadable product data (not a price: 'twelve') (1)"
     version = await stack.index_version()
     assert version >= 1
+    # And the tenant's webhooks hear of it: job.completed, then catalog.synced (ids and counts only)
+    events = await eventually(lambda: _tenant_events(stack, "catalog.synced"))
+    assert events["catalog.synced"] == {"shop": SHOP, "job_id": job.id, "products": 24, "indexed": 23, "failed": 1,
+                                        "removed": 0, "partial_reason": None}
+    assert events["job.completed"] == {**events["job.completed"], "job_id": job.id, "kind": "catalog_sync", "done": 23}
 
     # Given two products changed, one deleted and one added in the store
     stack.emulator.update_product(SHOP, BASE_ID + 1, title="Renamed Hoodie")
@@ -83,6 +88,18 @@ async def test_small_store_is_paged_indexed_and_resynced_incrementally(stack: St
     rewritten = {k for k, v in vectors2.items() if seqs.get(k) != v.seq}
     assert rewritten == {document_id(after[i].id) for i in (BASE_ID + 1, BASE_ID + 2, BASE_ID + 100)}
     assert await stack.index_version() > version
+
+
+async def _tenant_events(stack: Stack, wanted: str) -> dict | None:
+    """The ``tenant.event`` messages staged so far (for webhooks), type -> data, once ``wanted`` is among them."""
+    from parley.bus import Envelope
+    from parley.bus.models import OutboxMessage
+
+    async with unit_of_work(stack.sessions, admin=True) as session:
+        rows = (await session.execute(select(OutboxMessage).where(OutboxMessage.message_type == "tenant.event")
+                                      .order_by(OutboxMessage.id))).scalars().all()
+    events = {p["event_type"]: p["data"] for p in (Envelope.from_bytes(r.body).payload for r in rows)}
+    return events if wanted in events else None
 
 
 async def _products_without(stack: Stack, shopify_id: int, shop: str = SHOP) -> dict | None:

@@ -151,6 +151,7 @@ async def test_compliance_uninstall_and_redact(stack: Stack, gateway: TestClient
     # When shop/redact arrives (48 hours after the uninstall)
     status, result = await _post(stack, gateway, "shop/redact", {"shop_id": 1, "shop_domain": SHOP})
     assert (status, result["status"]) == (200, "accepted")
+    assert result["counts"] == {"products": 4}  # the report of what goes (bot.privacy.erasure.shop_products)
     # Then the shop's products and vectors are erased
     await eventually(lambda: _none_left(stack))
     assert not [d for d in await stack.vectors() if d.startswith("product:")]

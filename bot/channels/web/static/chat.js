@@ -27,6 +27,10 @@ const chat = ParleyChat.create({
   log: $("log"), form: $("chat-form"), input: $("question"), send: $("send"), source,
   ask: (message, clientId) => api("/admin/api/chat", { method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ message, conversation_id: conversation, client_message_id: clientId }) }),
+  // staff replies once the conversation is handed to a person (bot/conversation/handoff.py)
+  updates: (after) => api("/admin/api/chat/updates?conversation_id=" + encodeURIComponent(conversation) + "&after=" + after),
+  rate: (messageId, rating, comment) => api("/admin/api/chat/feedback", { method: "POST",
+    headers: { "Content-Type": "application/json" }, body: JSON.stringify({ message_id: messageId, rating, comment }) }),
   // A session that ended mid-chat: say so and offer the sign-in (the conversation comes back after it).
   expired: () => ParleyChat.el("a", { class: "sign-in", href: SIGN_IN, text: "Sign in again" }),
 });
@@ -105,6 +109,7 @@ async function start() {
     const mine = "web:" + session.key.id + ":" + conversation;
     chat.restore(messages.filter((m) => m.conversation_id === mine).reverse());
   } catch (e) { /* the conversation starts empty; questions still work */ }
+  chat.follow(); // a person's replies in this conversation, if it was handed off
 }
 
 start();

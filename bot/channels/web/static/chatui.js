@@ -1,7 +1,8 @@
 // The chat conversation, shared by the signed-in chat page (chat.js) and the widget's frame (frame.js):
 // bubbles (the customer on the right, the agent on the left), sources as links, the answer's latency,
 // a typing indicator while the answer is on its way, errors as readable bubbles, Enter to send and
-// Shift+Enter for a new line. It knows nothing of sessions: the page gives it `ask(question)`.
+// Shift+Enter for a new line, 👍/👎 under each answer (a 👎 offers a comment box). It knows nothing of
+// sessions: the page gives it `ask(question)` and `rate(messageId, rating, comment)`.
 "use strict";
 
 const ParleyChat = (() => {
@@ -45,7 +46,7 @@ const ParleyChat = (() => {
     return body;
   }
 
-  function create({ log, form, input, send, ask, source, expired }) {
+  function create({ log, form, input, send, ask, source, expired, rate, updates }) {
     // Keep the question in view: scroll to the end when the question and all after it fit,
     // else put the question at the top (a long answer is read from its start, under its question).
     function reveal(anchor) {
@@ -74,11 +75,63 @@ const ParleyChat = (() => {
         })));
     }
 
+    // 👍/👎 under an answer: the rating is recorded at once (a second click on the same one changes
+    // nothing, the other one replaces it); a 👎 opens a box for what was wrong.
+    function rating(messageId) {
+      const box = el("div", { class: "rate", role: "group", "aria-label": "Was this answer helpful?" });
+      const up = el("button", { type: "button", class: "small rate-up", "data-rating": "up", "aria-pressed": "false",
+        title: "Helpful", "aria-label": "Helpful", text: "👍" });
+      const down = el("button", { type: "button", class: "small rate-down", "data-rating": "down", "aria-pressed": "false",
+        title: "Not helpful", "aria-label": "Not helpful", text: "👎" });
+      const status = el("span", { class: "rate-status meta", "aria-live": "polite" });
+      let comment = null;
+      box.append(up, down, status);
+      const mark = (r) => {
+        box.dataset.rating = r;
+        up.setAttribute("aria-pressed", String(r === "up"));
+        down.setAttribute("aria-pressed", String(r === "down"));
+      };
+      async function choose(r, text) {
+        try {
+          const res = await rate(messageId, r, text);
+          mark(res.rating);
+          status.textContent = text ? "Thanks, your comment was passed on." : "Thanks for the feedback!";
+          return true;
+        } catch (err) {
+          status.textContent = "That wasn't recorded: " + describe(err);
+          return false;
+        }
+      }
+      up.addEventListener("click", async () => {
+        if (await choose("up") && comment) { comment.remove(); comment = null; }
+      });
+      down.addEventListener("click", async () => {
+        if (!(await choose("down")) || comment) return;
+        const text = el("textarea", { class: "rate-text", rows: "2", maxlength: "2000", "aria-label": "What was wrong or missing?",
+          placeholder: "What was wrong or missing? (optional)" });
+        comment = el("form", { class: "rate-comment" }, text, el("button", { type: "submit", class: "small", text: "Send" }));
+        comment.addEventListener("submit", async (e) => {
+          e.preventDefault();
+          if (text.value.trim() && await choose("down", text.value.trim())) { comment.remove(); comment = null; }
+        });
+        box.append(comment);
+        text.focus();
+      });
+      return box;
+    }
+
     function answer(result, question) {
+      if (result.status === "ignored" && !result.answer) { // a person owns the conversation: the bot stays silent
+        follow();
+        return add(el("div", { class: "msg note handoff", text: "Sent to our team: a person will answer here." }), question);
+      }
+      follow();
       const latency = typeof result.answer_ms === "number"
         ? el("span", { class: "meta", title: "answered in " + seconds(result.answer_ms), text: seconds(result.answer_ms) }) : null;
+      const rated = rate && result.message_id && result.answer && (!result.status || result.status === "answered")
+        ? rating(result.message_id) : null;
       return add(el("div", { class: "msg bot answer", "data-message": result.message_id || null },
-        el("div", { class: "text", text: result.answer || "(no answer yet)" }), sources(result.citations), latency), question);
+        el("div", { class: "text", text: result.answer || "(no answer yet)" }), sources(result.citations), latency, rated), question);
     }
 
     function problem(err, question, retry) {
@@ -95,6 +148,32 @@ const ParleyChat = (() => {
 
     function note(text, cls) {
       return add(el("div", { class: "msg note " + (cls || ""), text }));
+    }
+
+    // A conversation handed to a person: their replies (and notices: no reply yet, resolved) arrive
+    // by polling `updates(after)` while a person owns it (the page has no push). Each shown once.
+    let cursor = 0;
+    let polling = null;
+    const HUMAN = ["waiting_for_human", "with_human"];
+    async function follow() {
+      if (!updates || polling) return;
+      polling = (async () => {
+        for (let round = 0; ; round++) {
+          let r = null;
+          try { r = await updates(cursor); } catch (e) { r = null; }
+          if (r) {
+            for (const m of r.messages) {
+              add(el("div", { class: "msg bot " + (m.author === "staff" ? "staff" : "note"), "data-relay": m.id },
+                m.author === "staff" ? el("div", { class: "who meta", text: "Our team" }) : null, el("div", { class: "text", text: m.text })));
+            }
+            cursor = r.cursor;
+            if (!HUMAN.includes(r.state) && round > 0) break;
+          }
+          await new Promise((done) => setTimeout(done, r && HUMAN.includes(r.state) ? 4000 : 1500));
+          if (!r && round > 20) break;
+        }
+        polling = null;
+      })();
     }
 
     let busy = false;
@@ -147,13 +226,13 @@ const ParleyChat = (() => {
     function restore(turns) {
       for (const t of turns) {
         const question = add(el("div", { class: "msg me", text: t.text }));
-        if (t.reply) answer({ answer: t.reply, citations: t.citations, answer_ms: t.answer_ms, message_id: t.id }, question);
+        if (t.reply) answer({ answer: t.reply, citations: t.citations, answer_ms: t.answer_ms, message_id: t.id, status: t.status }, question);
         else if (t.status === "failed") problem(Object.assign(new Error(t.error || "the answer failed"), { status: 503 }), question);
       }
       log.scrollTop = log.scrollHeight;
     }
 
-    return { note, add, submit, restore };
+    return { note, add, submit, restore, follow };
   }
 
   return { create, el, request, describe };

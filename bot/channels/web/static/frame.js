@@ -52,9 +52,31 @@ async function ask(message, clientId) {
   }
 }
 
+// 👍/👎 on an answer to one of this visitor's questions (the same session renewal as ask)
+async function rate(messageId, rating, comment) {
+  const body = { message_id: messageId, rating, comment };
+  try {
+    return await post("/feedback", body, (await session(false)).token);
+  } catch (err) {
+    if (err.status !== 401) throw err;
+    return post("/feedback", body, (await session(true)).token);
+  }
+}
+
+// a person's replies once the conversation is handed off (bot/conversation/handoff.py)
+async function updates(after) {
+  const body = { conversation_id: conversation, after };
+  try {
+    return await post("/updates", body, (await session(false)).token);
+  } catch (err) {
+    if (err.status !== 401) throw err;
+    return post("/updates", body, (await session(true)).token);
+  }
+}
+
 const source = (c) => (c.kind === "product" && c.url ? c.url : null);
 const chat = ParleyChat.create({
-  log: $("log"), form: $("chat-form"), input: $("question"), send: $("send"), source, ask,
+  log: $("log"), form: $("chat-form"), input: $("question"), send: $("send"), source, ask, rate, updates,
   expired: () => {
     const reload = ParleyChat.el("button", { type: "button", class: "small", text: "Start again" });
     reload.addEventListener("click", () => { sessionStorage.removeItem(KEY); location.reload(); });
