@@ -41,22 +41,28 @@ async def delete_topology(broker: RabbitBroker, *, start: bool = False) -> None:
         await broker.close()
 
 
-async def wait_until_serving(http: Any, url: str, process: Any, log: Any, *, timeout: float = 60.0) -> None:
-    """Poll `url` with the aiohttp session `http` until it answers 200; exit with a pointer to the
-    process's log when it died or did not come up within `timeout` seconds."""
+async def wait_until_serving(http: Any, url: str, process: Any, log: Any, *, timeout: float = 60.0,
+                             interval: float = 0.2) -> float:
+    """Poll `url` with the aiohttp session `http` until it answers 200 and return the seconds it took;
+    exit with a pointer to the process's log when it died or did not come up within `timeout` seconds.
+    `process` is a `subprocess.Popen` or an `asyncio.subprocess.Process`."""
     import asyncio
     import time
 
     import aiohttp
 
-    deadline = time.monotonic() + timeout
+    def exited() -> bool:
+        poll = getattr(process, "poll", None)
+        return (poll() if poll is not None else process.returncode) is not None
+
+    started = time.monotonic()
     while True:
         try:
             async with http.get(url) as response:
                 if response.status == 200:
-                    return
+                    return time.monotonic() - started
         except aiohttp.ClientError:
             pass
-        if time.monotonic() > deadline or process.poll() is not None:
+        if time.monotonic() - started > timeout or exited():
             raise SystemExit(f"{url} did not answer 200; see {log}")
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(interval)

@@ -59,7 +59,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import delete_topology, free_port, stop_process  # noqa: E402
+from bench._common import delete_topology, free_port, stop_process, wait_until_serving  # noqa: E402
 
 DOCS_DIR = ROOT.parent / "shared" / "data" / "docs"
 
@@ -153,20 +153,11 @@ def rss_mb(pid: int) -> float:
 
 
 async def wait_http_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> float:
+    """Seconds until ``url`` answers 200, in a session of its own (`bench._common.wait_until_serving`)."""
     import aiohttp
 
-    t0 = time.perf_counter()
     async with aiohttp.ClientSession() as http:
-        while True:
-            try:
-                async with http.get(url) as r:
-                    if r.status == 200:
-                        return time.perf_counter() - t0
-            except aiohttp.ClientError:
-                pass
-            if proc.poll() is not None or time.perf_counter() - t0 > timeout:
-                raise SystemExit(f"{url} never became ready; see {log}")
-            await asyncio.sleep(0.1)
+        return await wait_until_serving(http, url, proc, log, timeout=timeout, interval=0.1)
 
 
 async def wait_log(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> float:

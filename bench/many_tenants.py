@@ -60,7 +60,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import free_port  # noqa: E402
+from bench._common import free_port, wait_until_serving  # noqa: E402
 from cli import migrations  # noqa: E402
 from parley.db import create_engine, create_sessionmaker, unit_of_work  # noqa: E402
 from parley.settings import Settings  # noqa: E402
@@ -205,15 +205,7 @@ async def measure(args, work, tenant_ids, url, out, aiohttp, HttpRetrievalClient
 
     try:
         async with aiohttp.ClientSession() as http:
-            while True:
-                try:
-                    if (await http.get(f"{base_url}/readyz")).status == 200:
-                        break
-                except aiohttp.ClientError:
-                    pass
-                if server.returncode is not None:
-                    raise RuntimeError(f"the service exited; see {work / 'retrieval.log'}")
-                await asyncio.sleep(0.2)
+            await wait_until_serving(http, f"{base_url}/readyz", server, work / "retrieval.log", timeout=600)
             client = HttpRetrievalClient(base_url, timeout=60, token=load_service_token(Settings(data_dir=work)))
             out["rss_start_mb"] = round(rss_mb(server.pid))
 

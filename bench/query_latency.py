@@ -45,7 +45,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import free_port  # noqa: E402
+from bench._common import free_port, wait_until_serving  # noqa: E402
 from bench.retrieval_quality import DEFAULT_DATA, chunk_corpus, embed_cached, read_jsonl, say  # noqa: E402
 from cli import migrations  # noqa: E402
 from parley.db import create_engine, create_sessionmaker, unit_of_work  # noqa: E402
@@ -162,15 +162,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     try:
         t0 = time.perf_counter()
         async with aiohttp.ClientSession() as http:
-            while True:
-                try:
-                    if (await http.get(f"{base_url}/readyz")).status == 200:
-                        break
-                except aiohttp.ClientError:
-                    pass
-                if server.returncode is not None:
-                    raise RuntimeError(f"the service exited; see {work / 'retrieval.log'}")
-                await asyncio.sleep(0.1)
+            await wait_until_serving(http, f"{base_url}/readyz", server, work / "retrieval.log", timeout=600,
+                                     interval=0.1)
         out["service_ready_s"] = round(time.perf_counter() - t0, 1)
         say(f"service ready in {out['service_ready_s']} s (loads the snapshot)")
 

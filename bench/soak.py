@@ -60,7 +60,6 @@ from bench.gateway_ack import SECRET, delivery, prepare, serve_app, signed, team
 from bench.isolation import base_env, load, rss_mb, say, wait_http_ready  # noqa: E402
 from bench.retrieval_quality import read_jsonl  # noqa: E402
 from bot.models import InboundMessage  # noqa: E402
-from cli import migrations  # noqa: E402
 from parley import runtime  # noqa: E402
 from parley.bus.models import DeadLetter, OutboxMessage, PendingMessage  # noqa: E402
 from parley.db import create_engine, create_sessionmaker, unit_of_work  # noqa: E402
@@ -324,7 +323,6 @@ async def run(args: argparse.Namespace) -> None:
     for what, n in log_errors.most_common(8):
         print(f"  {n} x {what}")
     names = sorted({k for s in samples for k in s["rss_mb"]})
-    first = samples[0]
     half = samples[len(samples) // 2 :]
     print(f"\n{'process':<28} {'RSS start':>10} {'RSS end':>9} {'max':>8} {'2nd-half slope':>15}")
     growth = {}
