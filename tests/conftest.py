@@ -64,6 +64,16 @@ def pg_database() -> Iterator[str]:
     run_sync(services.drop_pg_database(name))
 
 
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated PostgreSQL database that is never connected to after migrating: each test's fresh
+    database (`db_url`) is a copy of it, instead of running every migration again per test."""
+    name = run_sync(services.create_pg_database("parley_template"))
+    _migrate(services.pg_url(name))
+    yield name
+    run_sync(services.drop_pg_database(name))
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_backend(request: pytest.FixtureRequest) -> str:
     return request.param
@@ -100,8 +110,7 @@ def db_url(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> I
         return
     if not services.reachable(services.PG_HOST, services.PG_PORT):
         pytest.fail("PostgreSQL is not reachable; run scripts/test.sh, which starts it")
-    name = run_sync(services.create_pg_database())
-    _migrate(services.pg_url(name))
+    name = run_sync(services.create_pg_database(template=request.getfixturevalue("pg_template")))
     yield services.pg_url(name)
     run_sync(services.drop_pg_database(name))
 
