@@ -80,7 +80,8 @@ from parley.formats import FormatRegistry, load_format_plugins
 from parley.http_server import HttpServer, ServerLimits
 from parley.settings import Settings
 from tenants.quotas import PlanDefaults
-from retrieval.client import HttpRetrievalClient, RetrievalClient
+from retrieval.client import RetrievalClient
+from retrieval.replicas import retrieval_client
 
 log = logging.getLogger("parley.gateway")
 
@@ -218,8 +219,11 @@ async def _resources(settings: Settings, config: GatewayConfig, deps: GatewayDep
                               plan=PlanDefaults.from_settings(settings))
         retrieval = deps.retrieval
         if retrieval is None:
-            retrieval = HttpRetrievalClient(settings.effective_retrieval_url, timeout=config.retrieval_timeout,
-                                            token=load_service_token(settings))  # the retrieval service's credential
+            # one URL: HttpRetrievalClient; several replicas: tenant affinity and failover (retrieval.replicas)
+            retrieval = retrieval_client(settings.effective_retrieval_urls, timeout=config.retrieval_timeout,
+                                         token=load_service_token(settings),  # the retrieval service's credential
+                                         try_timeout=settings.retrieval_try_timeout,
+                                         probe_interval=settings.retrieval_probe_interval, registry=metrics.registry)
             closers.append(retrieval.aclose)
         answer_policy = deps.answer_policy or _policy(config)
         # handoff to a person: its staff threads in the tenant's Slack channel (bot.channels.slack.desk)
@@ -353,6 +357,9 @@ async def readyz(request: web.Request) -> web.Response:
             problems[name] = f"{type(exc).__name__}: {exc}"[:200]
     body = {"status": "ready" if not problems else "not ready", "problems": problems,
             "answering": gw.answers.in_flight}
+    states = getattr(gw.answers.service.retrieval, "states", None)
+    if states is not None:  # several retrieval replicas: each one's state (a replica down is not the gateway's problem)
+        body["retrieval"] = states()
     return web.json_response(body, status=200 if not problems else 503)
 
 

@@ -44,7 +44,7 @@ def load_settings() -> Settings:
     PARLEY_ENV_FILE that is not there) is one line per problem and exit code 2, not a traceback."""
     from pydantic import ValidationError
 
-    from parley.settings import SettingsError, env_file
+    from parley.settings import SettingsError, env_file, mask_url
 
     try:
         return Settings()
@@ -58,7 +58,7 @@ def load_settings() -> Settings:
         for problem in exc.errors():
             name = ".".join(str(p) for p in problem["loc"])
             err.print(f"[red]error:[/red] setting PARLEY_{name.upper()}: {problem['msg']} "
-                      f"(got {str(problem.get('input'))[:60]!r}"
+                      f"(got {mask_url(str(problem.get('input')))[:60]!r}"
                       + (f"; from the environment or {source}" if source else "") + ")", highlight=False)
     sys.exit(2)
 

@@ -59,8 +59,11 @@ def describe_database(settings: Settings) -> str:
 
 
 def describe_broker(settings: Settings) -> str:
-    url = urlsplit(settings.amqp_url)
-    return f"{url.hostname or '127.0.0.1'}:{url.port or 5672}{url.path if url.path not in ('', '/') else ''}"
+    from parley.amqp_hosts import host_label, split_amqp_url
+
+    hosts = split_amqp_url(settings.amqp_url)  # a cluster: every node, in the order they are tried
+    path = urlsplit(hosts[0]).path
+    return ",".join(host_label(h) for h in hosts) + (path if path not in ("", "/") else "")
 
 
 def uses_openai_answers(settings: Settings) -> bool:
@@ -245,13 +248,13 @@ async def _stored_secret(sessions: async_sessionmaker[AsyncSession] | None) -> s
 
 
 async def check_broker(settings: Settings) -> Check:
-    import aio_pika
+    from parley.bus.failover import connect_any
 
     where = describe_broker(settings)
     try:
         with silenced("aiormq.connection"):  # reported below, with what to do
             async with asyncio.timeout(TIMEOUT + 1):
-                connection = await aio_pika.connect(settings.amqp_url, timeout=TIMEOUT,
+                connection = await connect_any(settings.amqp_url, timeout=TIMEOUT,
                                                     client_properties={"connection_name": "parley-doctor"})
                 await connection.close()
     except Exception as exc:  # noqa: BLE001 - reported

@@ -77,7 +77,8 @@ def config_cmd(ctx: Ctx, markdown: bool) -> None:
 async def status(ctx: Ctx) -> None:
     """What the platform is doing now: each queue's ready messages, workers (consumers) and dead
     letters (from RabbitMQ), its backlog and oldest unfinished message, the outbox backlog,
-    documents by status per tenant and jobs in progress. Exit code 1 when RabbitMQ cannot be asked."""
+    documents by status per tenant, jobs in progress, and each retrieval replica's readiness (its
+    /readyz). Exit code 1 when RabbitMQ cannot be asked."""
     from cli.doctor import describe_broker
     from knowledge.repository import documents_by_status, running_jobs
     from parley import runtime
@@ -103,6 +104,7 @@ async def status(ctx: Ctx) -> None:
     except Exception as exc:  # noqa: BLE001 - likewise
         stats, broker = None, f"could not read the queues from RabbitMQ at {describe_broker(settings)}: {exc!r}"
     queues = st.queue_reports(topology, stats, backlog)
+    retrieval = await _retrieval_report(settings)
     statuses = ("queued", "processing", "indexed", "failed", "deleted")
     doc_rows = [{"tenant": names.get(tid, tid), **{s: counts.get(s, 0) for s in statuses}}
                 for tid, counts in sorted(documents.items(), key=lambda kv: names.get(kv[0], kv[0]))]
@@ -111,7 +113,8 @@ async def status(ctx: Ctx) -> None:
     if ctx.as_json:
         click.echo(json.dumps({"broker": broker, "queues": [vars(q) for q in queues],
                                "outbox": {"unpublished": outbox.count, "oldest_age_s": outbox.age_seconds()},
-                               "documents": doc_rows, "jobs": jobs, "usage": usage}, indent=2, default=str))
+                               "documents": doc_rows, "jobs": jobs, "usage": usage, "retrieval": retrieval},
+                              indent=2, default=str))
     else:
         if broker != "ok":
             err.print(f"[red]{broker}[/red]: queue depths and workers unknown", highlight=False)
@@ -123,6 +126,10 @@ async def status(ctx: Ctx) -> None:
              ["queue", "ready", "workers", "dead letters", "unfinished", "oldest unfinished"],
              title=f"queues ({describe_broker(settings)}{', prefix ' + repr(settings.amqp_prefix) if settings.amqp_prefix else ''})")
         out.print(f"outbox: {outbox.count} unpublished" + (f", oldest {_age(outbox.age_seconds())} old" if outbox.count else ""))
+        if retrieval:
+            emit(ctx, [{"replica": r["url"], "status": r["status"],
+                        "not ok": ", ".join(f"{k}: {v}" for k, v in r["checks"].items()) or "-"} for r in retrieval],
+                 ["replica", "status", "not ok"], title="retrieval (each replica's /readyz)")
         emit(ctx, doc_rows, ["tenant", *statuses], title="documents")
         emit(ctx, [usage_summary(u) for u in usage], ["tenant", *USAGE_COLUMNS, "fullest"],
              title="usage against plan limits (`parley plans show --tenant T` for one)")
@@ -131,6 +138,19 @@ async def status(ctx: Ctx) -> None:
              title="jobs in progress (a stalled one: `parley jobs resume ID --tenant T`)")
     if broker != "ok":
         sys.exit(1)
+
+
+async def _retrieval_report(settings: Any) -> list[dict[str, Any]]:
+    """Each retrieval process's /readyz: those the running `parley up` started, else the configured URLs."""
+    from cli.running import running_platform
+    from retrieval.replicas import replica_report
+
+    platform = running_platform(settings)
+    if platform is not None and platform.mode == "single-process":
+        return []  # it answers in its own process: no retrieval port to ask
+    urls = (platform.retrieval_urls if platform is not None and platform.retrieval_urls else None) \
+        or settings.effective_retrieval_urls
+    return await replica_report(urls)
 
 
 #: `parley status`'s usage columns: column -> resource.

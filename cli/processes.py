@@ -142,12 +142,16 @@ SINGLE_PROCESS_WARNING = (
 @click.option("--no-migrate", is_flag=True, help="Do not apply migrations before starting.")
 @click.option("--single-process", is_flag=True,
               help="Everything in this one process with an in-memory broker: no RabbitMQ needed, a quick look only.")
+@click.option("--retrieval-replicas", type=click.IntRange(1, 64), default=None, metavar="N",
+              help="Start N retrieval processes (ports PARLEY_RETRIEVAL_PORT, +1, ...) and spread tenants over them, "
+                   "with failover. Default: PARLEY_RETRIEVAL_REPLICAS (1).")
 @click.pass_obj
-def up(ctx: Ctx, no_migrate: bool, single_process: bool) -> None:
+def up(ctx: Ctx, no_migrate: bool, single_process: bool, retrieval_replicas: int | None) -> None:
     """Start the whole local stack as supervised processes (Ctrl-C stops everything cleanly).
 
     Checks what is reachable and configured (database, RabbitMQ, vector index, answerer,
-    embedding model), applies migrations, then starts the gateway, the retrieval service and
+    embedding model), applies migrations, then starts the gateway, the retrieval service (or N
+    replicas of it with --retrieval-replicas N) and
     the three workers (documents, catalog, webhooks; at the lowest CPU priority), restarting one
     that dies, and prints what
     runs where. With --single-process all of it runs in this one process instead.
@@ -155,6 +159,10 @@ def up(ctx: Ctx, no_migrate: bool, single_process: bool) -> None:
     from cli import doctor, running, supervisor
 
     settings = ctx.settings
+    if retrieval_replicas is not None:
+        if single_process and retrieval_replicas > 1:
+            raise click.UsageError("--retrieval-replicas needs separate processes: it cannot be combined with --single-process")
+        settings = settings.model_copy(update={"retrieval_replicas": retrieval_replicas})
     already = running.running_platform(settings)
     if already is not None:
         err.print(f"[red]error:[/red] Parley is already running on this data directory ({already.mode}, pid "
@@ -182,9 +190,11 @@ def up(ctx: Ctx, no_migrate: bool, single_process: bool) -> None:
         finally:
             running.remove_marker(settings)
     specs = [spec for spec in supervisor.platform_processes(settings) if has_command(spec.command)]
+    replica_urls = [url for _, _, url in supervisor.retrieval_replicas(settings)]
     try:
         sys.exit(supervisor.run(specs, console=out, notes=notes,
-                                on_started=lambda pids: running.write_marker(settings, "processes", children=pids)))
+                                on_started=lambda pids: running.write_marker(settings, "processes", children=pids,
+                                                                             retrieval_urls=replica_urls)))
     finally:
         running.remove_marker(settings)
 

@@ -42,17 +42,20 @@ class Platform:
     database: str = ""
     started_at: str = ""
     children: dict[str, int] = field(default_factory=dict)
+    retrieval_urls: list[str] = field(default_factory=list)  # the retrieval processes it started (`parley status`)
 
 
 def marker_path(settings: Settings) -> Path:
     return settings.data_dir / "run" / "platform.json"
 
 
-def write_marker(settings: Settings, mode: Mode, *, children: dict[str, int] | None = None) -> Platform:
+def write_marker(settings: Settings, mode: Mode, *, children: dict[str, int] | None = None,
+                 retrieval_urls: list[str] | None = None) -> Platform:
     """Record that this process runs the platform (atomically: a reader sees the old file or the new)."""
     platform = Platform(mode=mode, pid=os.getpid(), gateway_url=f"http://{settings.gateway_host}:{settings.gateway_port}",
                         amqp_prefix=settings.amqp_prefix, database=mask_url(settings.effective_database_url),
-                        started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), children=dict(children or {}))
+                        started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), children=dict(children or {}),
+                        retrieval_urls=list(retrieval_urls or []))
     path = marker_path(settings)
     private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -150,12 +153,13 @@ async def _consumers(settings: Settings, queue: str) -> int | None:
     import aio_pika
 
     from parley import runtime
+    from parley.bus.failover import connect_any
     from parley.logging import silenced
 
     name = runtime.topology(settings).queue(queue)
     try:
         with silenced("aiormq"), silenced("aio_pika"):
-            connection = await aio_pika.connect(settings.amqp_url, timeout=5)
+            connection = await connect_any(settings.amqp_url, timeout=5)
     except (OSError, aio_pika.exceptions.AMQPError, TimeoutError):
         return None
     try:

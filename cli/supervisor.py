@@ -45,24 +45,44 @@ def log_env(settings: Settings, stream: object = None) -> dict[str, str]:
     return {"PARLEY_LOG_JSON": "true" if wants_json(settings.log_json, stream) else "false"}
 
 
+def retrieval_replicas(settings: Settings) -> list[tuple[str, int, str]]:
+    """(process name, port, URL) of each retrieval process `parley up` starts: one, "retrieval" on
+    PARLEY_RETRIEVAL_PORT; with PARLEY_RETRIEVAL_REPLICAS=N, "retrieval-1".."retrieval-N" on that port
+    and the next N-1."""
+    n, host, port = settings.retrieval_replicas, settings.retrieval_host, settings.retrieval_port
+    if n == 1:
+        return [("retrieval", port, settings.effective_retrieval_url)]
+    return [(f"retrieval-{i + 1}", port + i, f"http://{host}:{port + i}") for i in range(n)]
+
+
 def platform_processes(settings: Settings) -> list[ProcessSpec]:
-    """The five processes; the workers get fixed /metrics ports (PARLEY_WORKER_METRICS_PORT and the
-    next ones; 8082, 8083 and 8084 when it is 0) so a Prometheus scrape config can name them. Every child
-    gets the parent's log format (`log_env`)."""
+    """The processes: the retrieval service (or its PARLEY_RETRIEVAL_REPLICAS replicas, the gateway
+    pointed at all of them through PARLEY_RETRIEVAL_URLS), the gateway and three workers. The workers
+    get fixed /metrics ports (PARLEY_WORKER_METRICS_PORT and the next ones; 8082, 8083 and 8084 when it
+    is 0, or the three after the last retrieval replica's port when those overlap) so a Prometheus
+    scrape config can name them. Every child gets the parent's log format (`log_env`)."""
     threads = {k: str(settings.embedding_threads) for k in THREAD_ENV} | log_env(settings)
+    replicas = retrieval_replicas(settings)
+    default_metrics_port = DEFAULT_WORKER_METRICS_PORT
+    if any(default_metrics_port <= port < default_metrics_port + 3 for _, port, _ in replicas):
+        default_metrics_port = max(port for _, port, _ in replicas) + 1
     workers = []
     for offset, (name, kind) in enumerate((("documents-worker", "documents"), ("catalog-worker", "catalog"),
                                            ("webhooks-worker", "webhooks"))):
         env = dict(threads)
         url = None
         if settings.worker_metrics_port >= 0:
-            port = (settings.worker_metrics_port or DEFAULT_WORKER_METRICS_PORT) + offset
+            port = (settings.worker_metrics_port or default_metrics_port) + offset
             env["PARLEY_WORKER_METRICS_PORT"] = str(port)
             url = f"http://{settings.worker_metrics_host}:{port}"
         workers.append(ProcessSpec(name, ["worker", kind], nice=settings.worker_nice, url=url, env=env))
+    gateway_env = dict(threads)
+    if len(replicas) > 1:
+        gateway_env["PARLEY_RETRIEVAL_URLS"] = ",".join(url for _, _, url in replicas)
     return [
-        ProcessSpec("retrieval", ["retrieval"], url=settings.effective_retrieval_url, env=threads),
-        ProcessSpec("gateway", ["gateway"], url=f"http://{settings.gateway_host}:{settings.gateway_port}", env=threads),
+        *(ProcessSpec(name, ["retrieval"], url=url, env={**threads, "PARLEY_RETRIEVAL_PORT": str(port)})
+          for name, port, url in replicas),
+        ProcessSpec("gateway", ["gateway"], url=f"http://{settings.gateway_host}:{settings.gateway_port}", env=gateway_env),
         *workers,
     ]
 

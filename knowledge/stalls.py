@@ -196,13 +196,13 @@ async def resume(session: AsyncSession, *, tenant_id: str, job_id: str) -> Resum
 
 async def broker_view(settings: Any, topology: Any) -> dict[str, Any] | None:
     """Each work queue's stats by logical name (``documents``...), or None when the broker cannot be asked."""
-    from parley.bus.stats import broker_queue_stats
+    from parley.bus.stats import broker_queue_stats, work_stats
 
     try:
         stats = await broker_queue_stats(settings.amqp_url, topology)
     except Exception:  # noqa: BLE001 - an unreachable broker is one of the reasons
         return None
-    return {kind: stats.get(topology.queue(kind)) for kind in topology.queues}
+    return {kind: work_stats(topology, stats, kind) for kind in topology.queues}
 
 
 async def sweep_once(sessions: Any, settings: Any, topology: Any) -> list[Stalled]:

@@ -45,7 +45,7 @@ from parley.bus import Broker, Consumer, Envelope, Failure
 from parley.db import unit_of_work
 from parley.http_server import HttpServer, ServerLimits
 from parley.settings import Settings
-from parley.bus.stats import outbox_backlog, pending_backlog
+from parley.bus.stats import outbox_backlog, pending_backlog, work_stats
 
 log = logging.getLogger("parley.observability")
 
@@ -169,8 +169,8 @@ class QueueSampler:
         m.outbox.set(outbox.count)
         m.outbox_oldest.set(outbox.age_seconds() or 0.0)
         if self.broker.is_connected:
-            stats = await self.broker.queue_stats([t.queue(self.queue), t.dlq(self.queue)])
-            work, dead = stats.get(t.queue(self.queue)), stats.get(t.dlq(self.queue))
+            stats = await self.broker.queue_stats([*t.work_queues(self.queue), t.dlq(self.queue)])
+            work, dead = work_stats(t, stats, self.queue), stats.get(t.dlq(self.queue))
             if work is not None:
                 m.ready.labels(self.queue).set(work.messages)
                 m.consumers.labels(self.queue).set(work.consumers)

@@ -12,7 +12,8 @@ from parley.settings import Settings
 
 
 def topology(settings: Settings) -> Topology:
-    return Topology(prefix=settings.amqp_prefix)
+    return Topology(prefix=settings.amqp_prefix, queue_type=settings.amqp_queue_type,
+                    delivery_limit=settings.amqp_delivery_limit, fast_lane=settings.amqp_fast_lane)
 
 
 def rabbit_broker(settings: Settings, process: str) -> RabbitBroker:

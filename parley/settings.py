@@ -23,6 +23,8 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from parley.amqp_hosts import split_amqp_url
+
 # --- where the data and the .env file are ------------------------------------------------------
 
 
@@ -174,11 +176,23 @@ class Settings(BaseSettings):
     # --- message bus -------------------------------------------------------------------
     amqp_url: str = Field(
         default="amqp://guest:guest@127.0.0.1:5672/",
-        description="RabbitMQ URL for the job queues.",
+        description="RabbitMQ URL for the job queues. A cluster: every node's host:port, comma-separated "
+        "(amqp://user:pass@h1:5672,h2:5672,h3:5672/vhost); a process connects to one and moves to the next when it is lost.",
     )
     amqp_prefix: str = Field(
         default="", description="Prefix for every exchange and queue name (to share one broker between installs or test runs)."
     )
+    amqp_queue_type: Literal["classic", "quorum"] = Field(
+        default="classic", description="RabbitMQ queue type of the work, delay and dead-letter queues: classic "
+        "(one node) or quorum (replicated over a cluster; fairness through a fast and a bulk lane per job kind). "
+        "Switching an existing install needs its queues drained and deleted, or a new prefix or vhost.")
+    amqp_delivery_limit: int = Field(
+        default=20, ge=1, le=10_000, description="Quorum mode: times one message may return to its queue "
+        "(a worker crashed or requeued it: stops and database outages count too) before the broker dead-letters "
+        "it, even if our attempt counter never ran.")
+    amqp_fast_lane: int = Field(
+        default=4, ge=1, le=1000, description="Quorum mode: how many unfinished messages of one tenant on a queue "
+        "go to its fast lane; the rest wait in the bulk lane, which workers read only when the fast lane is empty.")
     max_attempts: int = Field(default=5, ge=1, description="Attempts before a job goes to the dead-letter queue.")
     job_stall_base_seconds: float = Field(
         default=600.0, gt=0, description="A job is stalled when no item finished for this long plus its pending "
@@ -277,6 +291,23 @@ class Settings(BaseSettings):
     retrieval_host: str = Field(default="127.0.0.1", description="Retrieval service bind address.")
     retrieval_port: int = Field(default=8081, description="Retrieval service port.")
     retrieval_url: str | None = Field(default=None, description="Where the gateway finds the retrieval service.")
+    retrieval_urls: str | None = Field(
+        default=None, description="Several retrieval replicas, comma-separated (a multi-host layout): the gateway spreads "
+        "tenants over them (rendezvous hashing) and fails over to the next when one is down or slow. Set: used "
+        "instead of PARLEY_RETRIEVAL_URL (`parley up --retrieval-replicas N` sets it for its gateway).",
+    )
+    retrieval_replicas: int = Field(
+        default=1, ge=1, le=64, description="Retrieval processes `parley up` starts: replica i listens on "
+        "PARLEY_RETRIEVAL_PORT + i, and the gateway is pointed at all of them.",
+    )
+    retrieval_try_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds the gateway waits for one retrieval replica before it asks the next "
+        "(with several replicas; one replica waits the whole answer timeout).",
+    )
+    retrieval_probe_interval: float = Field(
+        default=2.0, gt=0, description="Seconds between /readyz probes of a retrieval replica marked down (doubling "
+        "up to 10 s while it stays down); a replica that answers ready is used again.",
+    )
     service_token: SecretStr | None = Field(
         default=None,
         description="Shared secret the gateway (and `parley ask`) sends the retrieval service as `Authorization: Bearer`; "
@@ -464,6 +495,21 @@ class Settings(BaseSettings):
             return None  # decide by the terminal
         return value
 
+    @field_validator("retrieval_urls")
+    @classmethod
+    def _replica_urls(cls, value: str | None) -> str | None:
+        for url in (value or "").split(","):
+            if url.strip() and not url.strip().startswith(("http://", "https://")):
+                raise ValueError(f"PARLEY_RETRIEVAL_URLS: {url.strip()!r} is not an http:// or https:// URL "
+                                 "(give the replicas comma-separated, e.g. http://10.0.0.5:8081,http://10.0.0.6:8081)")
+        return value
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_hosts(cls, value: str) -> str:
+        split_amqp_url(value)  # AmqpUrlError (a ValueError) says what is wrong, without the password
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str | None) -> str | None:
@@ -504,6 +550,17 @@ class Settings(BaseSettings):
     @property
     def effective_retrieval_url(self) -> str:
         return (self.retrieval_url or f"http://{self.retrieval_host}:{self.retrieval_port}").rstrip("/")
+
+    @property
+    def effective_retrieval_urls(self) -> list[str]:
+        """Every retrieval replica the gateway asks: PARLEY_RETRIEVAL_URLS, else PARLEY_RETRIEVAL_URL, else the
+        ``retrieval_replicas`` local ports from PARLEY_RETRIEVAL_PORT up. One URL: the single service of old."""
+        if self.retrieval_urls and self.retrieval_urls.strip():
+            urls = [u.strip().rstrip("/") for u in self.retrieval_urls.split(",") if u.strip()]
+            return list(dict.fromkeys(urls))
+        if self.retrieval_url or self.retrieval_replicas == 1:
+            return [self.effective_retrieval_url]
+        return [f"http://{self.retrieval_host}:{self.retrieval_port + i}" for i in range(self.retrieval_replicas)]
 
 
 def describe_settings() -> list[tuple[str, str, str]]:

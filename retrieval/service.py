@@ -10,12 +10,18 @@ Choices, and why:
   asked for, persona). Any indexing or deletion bumps the version, so the next question misses;
   nothing has to be invalidated by message. Not-found answers are cached too: the same version
   cannot find more. Concurrent identical misses are computed once (`SingleFlight`).
+* **Across replicas.** The cache is read and written only when the version the reader is known to
+  hold *is* the tenant's version in the database (the tenant row, at most ``tenant_ttl`` old), never
+  under an older one: a replica that was away while the tenant was indexed elsewhere (A answers, A
+  is unreachable, B answers the new version, A returns) answers afresh instead of from its old
+  entries, and so does any replica while it catches up with a new version.
 * **Reading your index's writes, without waiting for indexing.** The embedded index's reader
   follows the store about once a second; a new index version could therefore be noticed before
   the new chunks are searchable, and a stale answer cached under the *new* version. So the cache
   key carries the version the reader is *known* to hold: when the service first sees a tenant at
   a new version it starts one catch-up (``refresh(tenant_id)``) for that tenant and answers at
-  once from what the reader has, keyed by the last version it confirmed; when the catch-up is
+  once from what the reader has, keyed by the last version it confirmed (and, that version being
+  older than the database's, neither read from nor stored in the cache); when the catch-up is
   done, that version is confirmed. An answer never waits for a catch-up (measured, bench/
   isolation.py: waiting for it on the answer path put the reader's apply - a tantivy commit per
   query in flight - into every new version's first queries, p99 x10-80 while indexing ran). It
@@ -128,14 +134,18 @@ class RetrievalService:
             t = time.perf_counter()
             limit = req.max_citations or self.config.default_max_citations
             key = (tenant.id, normalise_question(question), version, limit, req.sources or 0, _digest(tenant))
-            cached = self.cache.get(key)
+            # Only under the version the database gives the tenant now: an entry under an older one was
+            # answered before the tenant's latest writes (this replica was away, or is catching up)
+            current = version == tenant.index_version
+            cached = self.cache.get(key) if current else None
             timings["cache"] = _ms(t)
             if cached is not None:
                 timings["total"] = _ms(start)
                 response = cached.model_copy(update={"cached": True, "timings": timings, "standalone_question": question})
             else:
                 computed, shared = await self._flight.run(key, lambda: self._answer(tenant, question, limit, timings, start, sources=req.sources or 0))
-                self.cache.set(key, computed)
+                if current:
+                    self.cache.set(key, computed)
                 response = computed.model_copy(update={"cached": shared, "standalone_question": question})
                 if shared:  # another request did the work: report this one's wait, not its stages
                     response.timings = {**dict.fromkeys(TIMING_STAGES, 0.0), "rewrite": timings["rewrite"], "total": _ms(start)}

@@ -69,7 +69,7 @@ def test_credentials_come_from_the_environment() -> None:
     assert (rabbit["RABBITMQ_DEFAULT_USER"], rabbit["RABBITMQ_DEFAULT_PASS"]) == ("${RABBITMQ_USER:-parley}", "${RABBITMQ_PASSWORD:-parley}")
     for name in ("gateway", "retrieval", "documents-worker", "catalog-worker", "migrate"):
         assert services[name]["environment"]["PARLEY_AMQP_URL"] == \
-            "amqp://${RABBITMQ_USER:-parley}:${RABBITMQ_PASSWORD:-parley}@rabbitmq:5672/", name
+            "amqp://${RABBITMQ_USER:-parley}:${RABBITMQ_PASSWORD:-parley}@${PARLEY_AMQP_HOSTS:-rabbitmq:5672}/", name
     # And the gateway and the retrieval service share one required service token
     tokens = {name: services[name]["environment"].get("PARLEY_SERVICE_TOKEN") for name in ("gateway", "retrieval")}
     assert set(tokens.values()) == {"${PARLEY_SERVICE_TOKEN:?set PARLEY_SERVICE_TOKEN to a long random string}"}
@@ -82,3 +82,40 @@ def test_compose_refuses_to_start_without_a_service_token() -> None:
     env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "PARLEY_SECRET_KEY": "x" * 44}
     result = subprocess.run([*command, "config", "-q"], cwd=ROOT, capture_output=True, text=True, env=env)
     assert result.returncode != 0 and "set PARLEY_SERVICE_TOKEN" in result.stderr
+
+
+def test_the_cluster_profile_is_three_nodes_joining_the_first_with_one_cookie() -> None:
+    # Given the compose file's `cluster` profile
+    services = _compose()["services"]
+    nodes = {name: services[name] for name in ("rabbitmq", "rabbitmq-2", "rabbitmq-3")}
+    # Then the two extra nodes exist only in that profile; the first one always runs
+    assert "profiles" not in nodes["rabbitmq"]
+    assert nodes["rabbitmq-2"]["profiles"] == nodes["rabbitmq-3"]["profiles"] == ["cluster"]
+    # And each node has a fixed host name (its node name, stored with its data) and a volume of its own
+    assert [n["hostname"] for n in nodes.values()] == list(nodes)
+    volumes = [n["volumes"][0].split(":")[0] for n in nodes.values()]
+    assert len(set(volumes)) == 3
+    # And they share the Erlang cookie (the server's and the CLI healthcheck's) and the broker account
+    assert nodes["rabbitmq"]["environment"] == nodes["rabbitmq-2"]["environment"] == nodes["rabbitmq-3"]["environment"]
+    env = nodes["rabbitmq"]["environment"]
+    assert "-setcookie ${RABBITMQ_ERLANG_COOKIE" in env["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"]
+    assert env["RABBITMQ_CTL_ERL_ARGS"] == env["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"]
+    # And the two join the first through classic peer discovery, started once it is healthy
+    for name in ("rabbitmq-2", "rabbitmq-3"):
+        assert nodes[name]["depends_on"] == {"rabbitmq": {"condition": "service_healthy"}}
+        mount = next(v for v in nodes[name]["volumes"] if "cluster.conf" in v)
+        source, target, _ = mount.split(":")
+        assert target.startswith("/etc/rabbitmq/conf.d/") and (ROOT / source).is_file()
+    conf = (ROOT / "docs" / "rabbitmq" / "cluster.conf").read_text()
+    listed = sorted(line.split("=")[1].strip() for line in conf.splitlines() if ".classic_config.nodes." in line)
+    assert listed == ["rabbit@rabbitmq", "rabbit@rabbitmq-2", "rabbit@rabbitmq-3"]
+    # And the Parley processes take the host list and queue type from the environment (quorum for a cluster)
+    parley = services["gateway"]["environment"]
+    assert parley["PARLEY_AMQP_QUEUE_TYPE"] == "${PARLEY_AMQP_QUEUE_TYPE:-classic}"
+    # And the example in the header names every node, and is a URL the settings accept
+    from parley.amqp_hosts import split_amqp_url
+
+    header = (ROOT / "docker-compose.yml").read_text()
+    hosts = header.split("PARLEY_AMQP_HOSTS=", 1)[1].split()[0]
+    assert [h.split(":")[0] for h in hosts.split(",")] == list(nodes)
+    assert len(split_amqp_url(f"amqp://parley:parley@{hosts}/")) == 3

@@ -18,8 +18,8 @@ ALLOWED: dict[str, set[str]] = {
     "passthrough": {"parley", "tenants", "webhooks"},  # pass-through processing: requests, sealed uploads, delivery
     "retrieval": {"parley", "tenants", "knowledge"},
     "ingestion": {"parley", "tenants", "knowledge", "integrations.shopify", "webhooks", "passthrough"},
-    "bot": {"parley", "tenants", "knowledge", "integrations.shopify", "retrieval.client", "retrieval.schemas", "webhooks",
-            "passthrough"},
+    "bot": {"parley", "tenants", "knowledge", "integrations.shopify", "retrieval.client", "retrieval.schemas",
+            "retrieval.replicas", "webhooks", "passthrough"},
     "cli": {"parley", "tenants", "knowledge", "integrations", "bot", "retrieval", "ingestion", "webhooks",
             "passthrough"},  # the composition root
 }

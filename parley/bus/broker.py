@@ -65,6 +65,8 @@ class Delivery(Protocol):
 
 
 DeliveryCallback = Callable[[Delivery], Awaitable[None]]
+#: Records a dead letter the broker made by itself; returns the headers its DLQ copy gets.
+AdoptCallback = Callable[[Delivery], Awaitable[dict[str, Any]]]
 
 
 class Subscription(Protocol):
@@ -99,6 +101,9 @@ class Broker(Protocol):
 
     async def drain_dead(self, queue: str, message_ids: set[str]) -> int:
         """Remove the given messages from the dead-letter queue of ``queue``; returns how many."""
+
+    async def adopt_dead(self, queue: str, record: AdoptCallback) -> int:
+        """Record the dead letters the broker itself put in the DLQ of ``queue`` (quorum delivery limit)."""
 
     async def message_count(self, name: str) -> int:
         """Messages ready in a queue (full name, e.g. ``topology.dlq("documents")``)."""

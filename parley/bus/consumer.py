@@ -21,6 +21,11 @@ Per delivery::
                  ─► publish to <queue>.dlq with x-parley-error / x-parley-attempts headers; ack    ("dead")
              the retry or dead-letter step itself failing ─► short pause, nack(requeue)       ("requeued")
 
+Poison messages the broker dead-lettered itself (quorum queues' ``x-delivery-limit``: the message
+killed its worker again and again, so the steps above never ran) are adopted at start: recorded
+with the route's ``on_dead_letter`` hook like any dead letter (``delivery_limit``), their DLQ copy
+given our headers. A worker that crashed on one is restarted, so its restart finds it.
+
 Graceful stop: cancel the broker consumer, wait for in-flight handlers up to a deadline, cancel the
 rest (their transactions roll back) and nack-requeue them, close the channel. A delivery whose
 channel died (connection lost) cannot be acked; the broker redelivers it and the processed marker
@@ -190,7 +195,46 @@ class Consumer:
 
     async def start(self) -> None:
         self._stopping = False
+        if self.broker.topology.queue_type == "quorum":
+            await self.adopt_broker_dead_letters()
         self._subscription = await self.broker.consume(self.queue, prefetch=self.prefetch, callback=self._on_delivery)
+
+    async def adopt_broker_dead_letters(self) -> int:
+        """Record the dead letters the broker made of this queue's messages (see the module docstring).
+        Never fails the start: a problem is logged and the next start tries again. Returns how many."""
+        try:
+            adopted = await self.broker.adopt_dead(self.queue, self._adopt)
+        except Exception:
+            log.exception("%s: could not record the dead letters the broker made; the next start tries again", self.name)
+            return 0
+        if adopted:
+            log.warning("%s: %d message(s) dead-lettered by the broker after %d deliveries recorded (`parley dlq list`)",
+                        self.name, adopted, self.broker.topology.delivery_limit + 1)
+        return adopted
+
+    async def _adopt(self, delivery: Delivery) -> dict[str, Any]:
+        headers = delivery.headers or {}
+        why = str(headers.get("x-first-death-reason") or "dead-lettered by the broker")
+        deliveries = self.broker.topology.delivery_limit + 1
+        failure = Failure("delivery_limit", f"delivery_limit: delivered {deliveries} times and never finished (the "
+                          f"worker crashed or gave it back each time), so RabbitMQ dead-lettered it ({why})", False)
+        try:
+            envelope: Envelope | None = Envelope.from_bytes(delivery.body)
+        except ValueError:
+            envelope = None
+        route = self._routes.get(envelope.type) if envelope is not None else None
+        history = [{"attempt": envelope.attempt if envelope else 1, "at": utcnow().isoformat(), "error": failure.reason}]
+        hook = route.on_dead_letter if route is not None else None
+        try:
+            await self._record(delivery, envelope, hook, history, failure)
+        except Exception:
+            if hook is None:
+                raise
+            log.exception("%s: on_dead_letter hook failed; recording the dead letter without it", self.name)
+            failure = Failure(failure.code, f"{failure.reason} {HOOK_FAILED_NOTE}", False)
+            await self._record(delivery, envelope, None, history, failure)
+        return {H_ATTEMPTS: history, H_ERROR: failure.reason, H_ERROR_CODE: failure.code, H_QUEUE: self.queue,
+                H_CONSUMER: self.name, H_DEAD_AT: utcnow().isoformat()}
 
     async def stop(self, timeout: float = 30.0) -> None:
         self._stopping = True

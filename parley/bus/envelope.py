@@ -27,6 +27,7 @@ H_DEAD_AT = "x-parley-dead-lettered-at"
 H_DELAY = "parley-delay"
 H_REPLAY_OF = "x-parley-replay-of"
 H_REPLAYED_AT = "x-parley-replayed-at"
+H_LANE = "x-parley-lane"  # fast or bulk (quorum mode): the lane a retry goes back to
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -2,7 +2,8 @@
 
 Same semantics where they matter to the relay and the consumer wrapper: priority queues (highest
 first, FIFO within a priority), prefetch per subscription, ack / nack-requeue, delay tiers
-(``loop.call_later``), dead-letter lists. Not durable: messages live as long as the process, which
+(``loop.call_later``), dead-letter lists, and with a topology that uses lanes (quorum mode) a fast
+and a bulk queue per job kind, read through the same fast-lane-first gate (:mod:`.lanes`). Not durable: messages live as long as the process, which
 is fine for a quick look; the outbox still holds everything that was never published.
 """
 
@@ -16,9 +17,10 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from parley.bus.broker import DeliveryCallback, Outgoing, QueueStats
-from parley.bus.envelope import H_DELAY
-from parley.bus.topology import Topology
+from parley.bus.broker import AdoptCallback, DeliveryCallback, Outgoing, QueueStats, Subscription
+from parley.bus.envelope import H_DELAY, H_LANE
+from parley.bus.lanes import consume_lanes
+from parley.bus.topology import FAST, Topology
 
 _sequence = itertools.count()
 
@@ -100,6 +102,7 @@ class _MemorySubscription:
 class InMemoryBroker:
     def __init__(self, topology: Topology | None = None) -> None:
         self.topology = topology or Topology()
+        #: By full queue name: ``<p>documents`` (the fast lane) and, with lanes, ``<p>documents.bulk``.
         self._queues: dict[str, _Queue] = {}
         self.dead: dict[str, list[Outgoing]] = {}
         self._timers: set[asyncio.TimerHandle] = set()
@@ -111,7 +114,8 @@ class InMemoryBroker:
 
     async def start(self) -> None:
         for kind in self.topology.queues:
-            self._queues.setdefault(kind, _Queue())
+            for name in self.topology.work_queues(kind):
+                self._queues.setdefault(name, _Queue())
             self.dead.setdefault(kind, [])
 
     async def close(self) -> None:
@@ -119,12 +123,15 @@ class InMemoryBroker:
             timer.cancel()
         self._timers.clear()
 
+    def _lane_queue(self, message: Outgoing, kind: str) -> str:
+        lane = message.headers.get(H_LANE, FAST) if self.topology.uses_lanes else FAST
+        return self.topology.lane_queue(kind, lane)
+
     async def publish(self, message: Outgoing, *, routing_key: str) -> None:
-        self.topology.check(routing_key)
-        await self._queues[routing_key].put(message)
+        await self._queues[self._lane_queue(message, routing_key)].put(message)
 
     async def publish_delayed(self, message: Outgoing, *, routing_key: str, delay: float) -> None:
-        self.topology.check(routing_key)
+        self._lane_queue(message, routing_key)  # a bad kind or lane fails now, not when the timer fires
         tier = self.topology.pick_delay(delay)
         delayed = dataclasses.replace(message, headers={**message.headers, H_DELAY: self.topology.delay_tag(tier)})
         loop = asyncio.get_running_loop()
@@ -140,11 +147,21 @@ class InMemoryBroker:
         self.topology.check(queue)
         self.dead[queue].append(message)
 
-    async def consume(self, queue: str, *, prefetch: int, callback: DeliveryCallback) -> _MemorySubscription:
+    async def consume(self, queue: str, *, prefetch: int, callback: DeliveryCallback) -> Subscription:
         self.topology.check(queue)
-        subscription = _MemorySubscription(self._queues[queue], prefetch, callback)
-        self._subscriptions.add(subscription)
-        return subscription
+
+        async def subscribe(lane: str, receive: DeliveryCallback, lane_prefetch: int) -> _MemorySubscription:
+            subscription = _MemorySubscription(self._queues[self.topology.lane_queue(queue, lane)], lane_prefetch, receive)
+            self._subscriptions.add(subscription)
+            return subscription
+
+        if not self.topology.uses_lanes:
+            return await subscribe(FAST, callback, prefetch)
+        return await consume_lanes(subscribe, self.topology.lane_names, prefetch=prefetch, callback=callback)
+
+    async def adopt_dead(self, queue: str, record: AdoptCallback) -> int:
+        """Nothing to adopt: this broker has no delivery limit, every dead letter is the consumer's own."""
+        return 0
 
     async def drain_dead(self, queue: str, message_ids: set[str]) -> int:
         kept = [m for m in self.dead[queue] if m.message_id not in message_ids]
@@ -152,24 +169,21 @@ class InMemoryBroker:
         self.dead[queue] = kept
         return removed
 
-    async def message_count(self, name: str) -> int:
-        for kind, q in self._queues.items():
-            if name == self.topology.queue(kind):
-                return len(q.heap)
+    def _stats(self, name: str) -> QueueStats | None:
+        if (q := self._queues.get(name)) is not None:
+            return QueueStats(messages=len(q.heap), consumers=q.consumers)
+        for kind, dead in self.dead.items():
             if name == self.topology.dlq(kind):
-                return len(self.dead[kind])
-        raise KeyError(name)
+                return QueueStats(messages=len(dead), consumers=0)
+        return None
+
+    async def message_count(self, name: str) -> int:
+        if (stats := self._stats(name)) is None:
+            raise KeyError(name)
+        return stats.messages
 
     async def queue_stats(self, names: list[str]) -> dict[str, QueueStats | None]:
-        stats: dict[str, QueueStats | None] = {}
-        for name in names:
-            stats[name] = None
-            for kind, q in self._queues.items():
-                if name == self.topology.queue(kind):
-                    stats[name] = QueueStats(messages=len(q.heap), consumers=q.consumers)
-                elif name == self.topology.dlq(kind):
-                    stats[name] = QueueStats(messages=len(self.dead[kind]), consumers=0)
-        return stats
+        return {name: self._stats(name) for name in names}
 
     def pending(self) -> int:
         """Messages that would be dropped if the process stopped now: queued, unacked, or waiting in a delay tier."""

@@ -20,6 +20,9 @@ Fairness. For each message the relay looks up its tenant's backlog on that queue
 ``max_priority - backlog``: a tenant's first message gets the top priority, its 10th and later the
 lowest. A lone upload from a quiet tenant therefore overtakes a busy tenant's backlog and waits
 behind at most the other tenants' first few messages and what consumers already prefetched.
+With lanes (quorum mode: no priorities on RabbitMQ 3.10) the same backlog picks the lane instead:
+a tenant's first ``fast_lane`` messages go to the fast lane, the rest to the bulk lane
+(`Topology.placement`; the lane travels in the ``x-parley-lane`` header, so a retry returns to it).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from parley.bus.broker import Broker, Outgoing
-from parley.bus.envelope import Envelope
+from parley.bus.envelope import H_LANE, Envelope
 from parley.bus.idempotency import prune_processed
 from parley.bus.models import PendingMessage
 from parley.bus.topology import DEFAULT_QUEUES
@@ -173,9 +176,9 @@ class OutboxRelay:
             sends = []
             for row in rows:
                 key = (row.routing_key, row.tenant_id)
-                priority = self.broker.topology.priority_for(backlog.get(key, 0))
+                lane, priority = self.broker.topology.placement(backlog.get(key, 0))
                 backlog[key] = backlog.get(key, 0) + 1
-                sends.append(self._send(row, priority))
+                sends.append(self._send(row, priority, lane))
             results = await asyncio.gather(*sends, return_exceptions=True)
             done, lost = [], []
             for row, result in zip(rows, results):
@@ -207,9 +210,10 @@ class OutboxRelay:
                     index_elements=[PendingMessage.message_id])
             )
 
-    async def _send(self, row: Any, priority: int) -> None:
+    async def _send(self, row: Any, priority: int | None, lane: str) -> None:
         envelope = Envelope.model_validate_json(row.body)
-        await self.broker.publish(Outgoing.of(envelope, headers=row.headers, priority=priority), routing_key=row.routing_key)
+        headers = {**row.headers, H_LANE: lane} if self.broker.topology.uses_lanes else row.headers
+        await self.broker.publish(Outgoing.of(envelope, headers=headers, priority=priority), routing_key=row.routing_key)
 
     async def maintain(self) -> None:
         """Housekeeping, every ~60 sweeps: drop published outbox rows and processed markers past their

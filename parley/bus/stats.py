@@ -17,13 +17,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-import aio_pika
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.bus.topology import Topology
 from parley.bus.broker import QueueStats
 from parley.bus.models import OutboxMessage, PendingMessage
+from parley.bus.failover import connect_any
 from parley.bus.rabbit import inspect_queues
 from parley.db import utcnow
 from parley.logging import silenced
@@ -83,14 +83,23 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
 
 
 async def broker_queue_stats(amqp_url: str, topology: Topology, *, timeout: float = 5.0) -> dict[str, QueueStats | None]:
-    """Every work queue and DLQ of the topology, over a short-lived connection of its own."""
-    names = [n for kind in topology.queues for n in (topology.queue(kind), topology.dlq(kind))]
+    """Every work queue (both lanes) and DLQ of the topology, over a short-lived connection of its own."""
+    names = [n for kind in topology.queues for n in (*topology.work_queues(kind), topology.dlq(kind))]
     with silenced("aiormq.connection"):  # the caller reports a broker that is down
-        connection = await aio_pika.connect(amqp_url, timeout=timeout, client_properties={"connection_name": "parley-status"})
+        connection = await connect_any(amqp_url, timeout=timeout, client_properties={"connection_name": "parley-status"})
     try:
         return await inspect_queues(connection, names)
     finally:
         await connection.close()
+
+
+def work_stats(topology: Topology, stats: dict[str, QueueStats | None] | None, kind: str) -> QueueStats | None:
+    """A job kind's work queues as one: ready messages of both lanes added up, and its workers (each
+    worker reads every lane, so the most consumers of one lane). None when no lane was found."""
+    found = [q for q in ((stats or {}).get(name) for name in topology.work_queues(kind)) if q is not None]
+    if not found:
+        return None
+    return QueueStats(messages=sum(q.messages for q in found), consumers=max(q.consumers for q in found))
 
 
 def queue_reports(topology: Topology, stats: dict[str, QueueStats | None] | None,
@@ -98,7 +107,7 @@ def queue_reports(topology: Topology, stats: dict[str, QueueStats | None] | None
     now = utcnow()
     reports = []
     for kind in topology.queues:
-        work = (stats or {}).get(topology.queue(kind))
+        work = work_stats(topology, stats, kind)
         dead = (stats or {}).get(topology.dlq(kind))
         pending = backlog.get(kind, Backlog())
         reports.append(QueueReport(

@@ -17,7 +17,8 @@ from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from parley.blobs import BlobStore
-from parley.bus import OutboxRelay, RabbitBroker, Topology
+from parley import runtime
+from parley.bus import OutboxRelay, RabbitBroker
 from parley.db import create_engine, create_sessionmaker, unit_of_work
 from parley.settings import Settings
 from tenants.service import create_tenant
@@ -71,16 +72,27 @@ def prefix() -> str:
 
 
 @pytest.fixture
-async def stack(db_url: str, tmp_path: Path, prefix: str) -> AsyncIterator[FaultStack]:
+def amqp_url() -> str:
+    """The broker of the stack: the machine's RabbitMQ (tests/faults/test_cluster.py overrides it with a cluster)."""
+    return services.AMQP_URL
+
+
+@pytest.fixture
+def queue_type() -> str:
+    return "classic"
+
+
+@pytest.fixture
+async def stack(db_url: str, tmp_path: Path, prefix: str, amqp_url: str, queue_type: str) -> AsyncIterator[FaultStack]:
     if not HAVE_MODEL:
         pytest.skip("the local embedding model package is not installed (scripts/bootstrap.sh installs it)")
-    if not services.reachable("127.0.0.1", 5672):
+    if amqp_url == services.AMQP_URL and not services.reachable("127.0.0.1", 5672):
         pytest.fail("RabbitMQ is not reachable on 127.0.0.1:5672 (scripts/test.sh starts it)")
-    settings = Settings(database_url=db_url, data_dir=tmp_path / "var", amqp_url=services.AMQP_URL, amqp_prefix=prefix,
-                        secret_key=Fernet.generate_key().decode(), log_json=False)
+    settings = Settings(database_url=db_url, data_dir=tmp_path / "var", amqp_url=amqp_url, amqp_prefix=prefix,
+                        amqp_queue_type=queue_type, secret_key=Fernet.generate_key().decode(), log_json=False)
     engine = create_engine(settings, "fault-tests")
     sessions = create_sessionmaker(engine)
-    broker = RabbitBroker(settings.amqp_url, topology=Topology(prefix=prefix), connection_name=f"{prefix}producer",
+    broker = RabbitBroker(settings.amqp_url, topology=runtime.topology(settings), connection_name=f"{prefix}producer",
                           reconnect_interval=0.5)
     await broker.start()
     relay = OutboxRelay(sessions, broker)

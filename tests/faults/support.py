@@ -112,7 +112,8 @@ class Worker:
 def worker_env(settings: Settings, *, database_url: str | None = None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
     env.update(PARLEY_DATABASE_URL=database_url or settings.effective_database_url, PARLEY_DATA_DIR=str(settings.data_dir),
-               PARLEY_AMQP_URL=settings.amqp_url, PARLEY_AMQP_PREFIX=settings.amqp_prefix, PARLEY_LOG_JSON="true",
+               PARLEY_AMQP_URL=settings.amqp_url, PARLEY_AMQP_PREFIX=settings.amqp_prefix,
+               PARLEY_AMQP_QUEUE_TYPE=settings.amqp_queue_type, PARLEY_LOG_JSON="true",
                PARLEY_SECRET_KEY=settings.secret_key.get_secret_value() if settings.secret_key else "", COLUMNS="200")
     env.update(extra)
     return env

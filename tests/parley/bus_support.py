@@ -77,3 +77,26 @@ def close_connection_from_broker(connection_name: str, reason: str = "test: brok
     assert pids, f"no connection named {connection_name!r} in:\n{listing}"
     for pid in pids:
         subprocess.run([rabbitmqctl, "-q", "close_connection", pid, reason], check=True, capture_output=True)
+
+
+async def handling_order(sessions: async_sessionmaker[AsyncSession], broker: RabbitBroker, backlog: int,
+                         *, timeout: float = 20.0) -> list[str]:
+    """Tenant A's ``backlog`` uploads published through the relay, then tenant B's one; the tenants in the
+    order one worker (prefetch 1) handled them (the fairness tests)."""
+    from parley.bus import Consumer, OutboxRelay, Received, consuming
+
+    relay = OutboxRelay(sessions, broker)
+    for tenant, n in (("A", backlog), ("B", 1)):
+        await stage_committed(sessions, [Envelope.new("document.uploaded", tenant_id=tenant, payload={"n": i})
+                                         for i in range(n)], "documents")
+        await relay.flush()
+    order: list[str] = []
+    consumer = Consumer(name="worker", queue="documents", broker=broker, sessions=sessions, prefetch=1)
+
+    @consumer.handler("document.uploaded")
+    async def index(msg: Received[dict]) -> None:
+        order.append(msg.envelope.tenant_id or "")
+
+    async with consuming(consumer):
+        await waiting.eventually(lambda: len(order) == backlog + 1, timeout=timeout, interval=0.02)
+    return order

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from parley.bus import Consumer, Envelope, OutboxRelay, RabbitBroker, Received, consuming
 from parley.bus.models import PendingMessage
 from parley.db import unit_of_work
-from tests.parley.bus_support import count_outbox, eventually, stage_committed
+from tests.parley.bus_support import count_outbox, eventually, handling_order, stage_committed
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -31,21 +31,8 @@ async def _pending(sessions) -> int:
 
 async def test_a_lone_upload_overtakes_a_queued_backlog(sessions, broker: RabbitBroker) -> None:
     # Given tenant A's 300 uploads published, then tenant B's single upload
-    relay = OutboxRelay(sessions, broker)
-    await stage_committed(sessions, _uploads("A", BACKLOG), "documents")
-    await relay.flush()
-    await stage_committed(sessions, _uploads("B", 1), "documents")
-    await relay.flush()
     # When one worker with prefetch 1 drains the queue
-    order: list[str] = []
-    consumer = Consumer(name="worker", queue="documents", broker=broker, sessions=sessions, prefetch=1)
-
-    @consumer.handler("document.uploaded")
-    async def index(msg: Received[dict]) -> None:
-        order.append(msg.envelope.tenant_id or "")
-
-    async with consuming(consumer):
-        await eventually(lambda: len(order) == BACKLOG + 1, timeout=60)
+    order = await handling_order(sessions, broker, BACKLOG, timeout=60)
     # Then B's upload is handled second (after A's first, which has the same top priority and was first)
     print(f"\nqueued backlog: B handled at position {order.index('B')} of {len(order)}")
     assert order.index("B") <= 2
