@@ -3,6 +3,7 @@
     .venv/bin/python bench/fairness.py                                   # 2,000 documents, 2,000-product sync; ~6 min
     .venv/bin/python bench/fairness.py --backlog 300 --products 300      # quick, ~2 min
     .venv/bin/python bench/fairness.py --parts documents --workers 2
+    .venv/bin/python bench/fairness.py --parts documents --backlog 300 --queue-type classic quorum  # both, one run
 
 Processes as ``parley up`` starts them (``cli.supervisor.platform_processes``: nice 19, one
 embedding thread), on the embedded defaults (SQLite, a temp data dir, a unique AMQP prefix);
@@ -24,6 +25,10 @@ uploads go through ``submit_upload`` and an outbox relay in this process, as the
    nothing of A's sync is ever queued ahead of B's document; what they share is the CPU (both at
    nice 19) and, on SQLite, the single write lock. Reported: B's latency against its idle
    baseline, and how many of A's products were indexed meanwhile.
+
+``--queue-type``: classic queues (fairness by message priority) and/or quorum queues (no priorities
+on RabbitMQ 3.10: a fast and a bulk lane per job kind, workers take the fast lane first); with both,
+the documents part runs once per type, one after the other on the same machine, for a side-by-side.
 
 Nothing is asserted.
 """
@@ -63,17 +68,17 @@ from knowledge.models import Document, DocumentStatus  # noqa: E402
 from parley.settings import Settings  # noqa: E402
 from tenants import service as tenants  # noqa: E402
 
-READY = {"documents-worker": "document worker consuming", "catalog-worker": "catalog worker consuming"}
+READY = {"documents-worker": "documents-worker consuming", "catalog-worker": "catalog-worker consuming"}  # parley/worker.py
 
 
 class Stack:
     """A fresh data dir, prefix and database, an outbox relay here, and platform worker processes."""
 
-    def __init__(self, keep: bool, **extra_env: str) -> None:
+    def __init__(self, keep: bool, queue_type: str = "classic", **extra_env: str) -> None:
         self.work = Path(tempfile.mkdtemp(prefix="parley-fairness-"))
         self.prefix = f"bench{uuid.uuid4().hex[:6]}."
-        self.settings = Settings(data_dir=self.work, amqp_prefix=self.prefix, log_json=True)
-        self.env = base_env(data_dir=self.work, amqp_prefix=self.prefix, **extra_env)
+        self.settings = Settings(data_dir=self.work, amqp_prefix=self.prefix, amqp_queue_type=queue_type, log_json=True)
+        self.env = base_env(data_dir=self.work, amqp_prefix=self.prefix, amqp_queue_type=queue_type, **extra_env)
         self.keep = keep
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.blobs = BlobStore(self.settings.effective_blob_dir)
@@ -184,10 +189,11 @@ async def baseline(stack: Stack, tenant_b: str, probes: int) -> list[float]:
     return out
 
 
-async def documents_part(args: argparse.Namespace) -> dict[str, Any]:
-    say(f"documents: tenant A queues {args.backlog} documents; {args.workers} document worker(s); load {load()}")
+async def documents_part(args: argparse.Namespace, queue_type: str = "classic") -> dict[str, Any]:
+    say(f"documents ({queue_type} queues): tenant A queues {args.backlog} documents; {args.workers} document worker(s); "
+        f"load {load()}")
     files = [render(i, t, b) for i, (t, b) in enumerate(texts(args.backlog))]
-    async with Stack(args.keep) as stack:
+    async with Stack(args.keep, queue_type) as stack:
         await stack.start("documents-worker", args.workers)
         a, b = await stack.tenant("a"), await stack.tenant("b")
         base = await baseline(stack, b, args.probes)
@@ -209,7 +215,7 @@ async def documents_part(args: argparse.Namespace) -> dict[str, Any]:
                 f"B indexed in {latency_s(doc):.2f}s")
         async with unit_of_work(stack.sessions, tenant_id=a) as s:
             job = await JobRepository(s, a).get(job_id)
-        return {"backlog": len(files), "workers": args.workers, "queued_in_s": round(queued_s, 1),
+        return {"queue_type": queue_type, "backlog": len(files), "workers": args.workers, "queued_in_s": round(queued_s, 1),
                 "b_alone_s": [round(x, 3) for x in base], "probes": rows,
                 "a_done_at_end": job.done, "a_failed_at_end": job.failed, "load": load()}
 
@@ -279,14 +285,13 @@ async def main(args: argparse.Namespace) -> None:
                            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
                            "load_before": load()}
     if "documents" in args.parts:
-        out["documents"] = await documents_part(args)
+        out["documents"] = [await documents_part(args, queue_type) for queue_type in args.queue_type]
     if "catalog" in args.parts:
         out["catalog"] = await catalog_part(args)
     print()
-    if "documents" in out:
-        d = out["documents"]
+    for d in out.get("documents", []):
         ahead = [r["a_indexed_while_b_waited"] for r in d["probes"]]
-        print(f"documents: A queued {d['backlog']} ({d['workers']} worker(s)); B's document was indexed after "
+        print(f"documents, {d['queue_type']} queues: A queued {d['backlog']} ({d['workers']} worker(s)); B's document was indexed after "
               f"{', '.join(map(str, ahead))} of A's documents (A's backlog then: "
               f"{', '.join(str(r['a_backlog']) for r in d['probes'])}); "
               f"B's latency {statistics.median(r['b_latency_s'] for r in d['probes']):.2f}s median vs "
@@ -309,5 +314,7 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=1, help="document worker processes (parley up starts one)")
     parser.add_argument("--probes", type=int, default=5, help="B's single uploads, each measured")
     parser.add_argument("--probe-gap", type=float, default=3.0, help="seconds between B's probes")
+    parser.add_argument("--queue-type", nargs="+", choices=["classic", "quorum"], default=["classic"],
+                        help="PARLEY_AMQP_QUEUE_TYPE of the documents part; several: one run each, for a comparison")
     parser.add_argument("--keep", action="store_true", help="keep the data directories (logs, database)")
     asyncio.run(main(parser.parse_args()))

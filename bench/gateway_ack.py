@@ -47,7 +47,7 @@ import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from bench._common import delete_topology, free_port, stop_process, wait_until_serving  # noqa: E402
+from bench._common import cpu_seconds, delete_topology, free_port, percentile, stop_process, wait_until_serving  # noqa: E402
 from bot.models import InboundMessage  # noqa: E402
 from cli import migrations  # noqa: E402
 from parley.bus import RabbitBroker, Topology  # noqa: E402
@@ -86,17 +86,6 @@ CONSTRUCTIONS = {
     "app": [sys.executable, "-c",
             "import asyncio; from bot.app import serve; from parley.settings import Settings; asyncio.run(serve(Settings()))"],
 }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def signed(body: str) -> dict[str, str]:

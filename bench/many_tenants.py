@@ -179,11 +179,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             say(f"kept {work} (--data-dir {work} --reuse measures again without building)")
 
 
-async def measure(args, work, tenant_ids, url, out, aiohttp, HttpRetrievalClient, QueryRequest, load_service_token) -> dict[str, Any]:  # noqa: ANN001
+async def start_service(work: Path, url: str, budget_mb: int) -> tuple[Any, str, Any]:
+    """The real retrieval service in its own process (``retrieval.app.serve``), one embedding thread, no
+    warm-up, answer cache off, offline answerer; returns the process, its base URL and its open log file."""
     port = free_port()
     env = {
         **os.environ, "PARLEY_DATABASE_URL": url, "PARLEY_DATA_DIR": str(work), "PARLEY_RETRIEVAL_PORT": str(port),
-        "PARLEY_LOG_LEVEL": "WARNING", "PARLEY_EMBEDDING_THREADS": "1", "PARLEY_RETRIEVAL_MEMORY_BUDGET_MB": str(args.budget_mb),
+        "PARLEY_LOG_LEVEL": "WARNING", "PARLEY_EMBEDDING_THREADS": "1", "PARLEY_RETRIEVAL_MEMORY_BUDGET_MB": str(budget_mb),
     }
     env.pop("OPENAI_API_KEY", None)
     env.pop("OPENAI_BASE_URL", None)
@@ -194,7 +196,11 @@ async def measure(args, work, tenant_ids, url, out, aiohttp, HttpRetrievalClient
     )
     log = open(work / "retrieval.log", "w")
     server = await asyncio.create_subprocess_exec(sys.executable, "-c", code, cwd=ROOT, env=env, stdout=log, stderr=log)
-    base_url = f"http://127.0.0.1:{port}"
+    return server, f"http://127.0.0.1:{port}", log
+
+
+async def measure(args, work, tenant_ids, url, out, aiohttp, HttpRetrievalClient, QueryRequest, load_service_token) -> dict[str, Any]:  # noqa: ANN001
+    server, base_url, log = await start_service(work, url, args.budget_mb)
     vocab = vocabulary()
     rng = random.Random(args.seed)
     asked: list[str] = []  # tenants in the order asked

@@ -251,7 +251,7 @@ async def run(args: argparse.Namespace) -> None:
                     depth = {}
                     for kind in ("documents", "catalog", "notifications"):
                         try:
-                            depth[kind] = await broker.message_count(broker.topology.queue(kind))
+                            depth[kind] = sum([await broker.message_count(q) for q in broker.topology.work_queues(kind)])  # both lanes
                         except Exception:  # noqa: BLE001
                             depth[kind] = -1
                     counts = await db_counts(sessions)
@@ -282,7 +282,7 @@ async def run(args: argparse.Namespace) -> None:
             sampling.cancel()
             samples.append({"t_s": round(time.monotonic() - start, 1),
                             "rss_mb": {k: round(rss_mb(p), 1) for k, p in process_table(up.pid).items()},
-                            "queue_ready": {k: await broker.message_count(broker.topology.queue(k))
+                            "queue_ready": {k: sum([await broker.message_count(q) for q in broker.topology.work_queues(k)])
                                             for k in ("documents", "catalog", "notifications")},
                             "backlog": (await db_counts(sessions))["pending"], "load": load()})
             final = await db_counts(sessions)
