@@ -1,4 +1,4 @@
-"""asyncio locks by key that exist only while someone holds or waits for one.
+"""asyncio locks (and semaphores) by key that exist only while someone holds or waits for one.
 
 A ``dict.setdefault(key, asyncio.Lock())`` keyed by tenant grows by one lock per tenant ever seen
 and never shrinks: with thousands of tenants over a process's life that is a leak. Here a key's
@@ -18,16 +18,21 @@ from typing import Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 
 
-class KeyedLocks(Generic[K]):
-    def __init__(self) -> None:
-        self._locks: dict[K, tuple[asyncio.Lock, list[int]]] = {}  # key -> (lock, [holders + waiters])
+class KeyedSemaphores(Generic[K]):
+    """At most ``limit`` holders per key at once (``KeyedLocks``: one)."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("a keyed semaphore needs a limit of at least 1")
+        self.limit = limit
+        self._locks: dict[K, tuple[asyncio.Semaphore, list[int]]] = {}  # key -> (semaphore, [holders + waiters])
 
     @asynccontextmanager
     async def hold(self, key: K) -> AsyncIterator[None]:
-        """``async with locks.hold(key):`` - exclusive per key."""
+        """``async with locks.hold(key):`` - at most ``limit`` at once per key."""
         entry = self._locks.get(key)
         if entry is None:
-            entry = self._locks[key] = (asyncio.Lock(), [0])
+            entry = self._locks[key] = (asyncio.Semaphore(self.limit), [0])
         lock, users = entry
         users[0] += 1
         try:
@@ -48,3 +53,10 @@ class KeyedLocks(Generic[K]):
 
     def __len__(self) -> int:
         return len(self._locks)
+
+
+class KeyedLocks(KeyedSemaphores[K]):
+    """Exclusive per key."""
+
+    def __init__(self) -> None:
+        super().__init__(1)

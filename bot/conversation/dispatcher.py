@@ -26,6 +26,7 @@ import logging
 
 from bot.conversation.repository import RECEIVED, WAITING
 from bot.conversation.service import ConversationService, Outcome
+from parley.keyed_locks import KeyedSemaphores
 
 log = logging.getLogger("parley.gateway.dispatcher")
 
@@ -40,7 +41,8 @@ class AnswerDispatcher:
         self._queued = 0
         self.sweep_interval = sweep_interval
         self._total = asyncio.Semaphore(total)
-        self._tenants: dict[str, asyncio.Semaphore] = {}
+        #: per tenant, only while one of its answers runs or waits (no entry per tenant ever seen)
+        self._tenants: KeyedSemaphores[str] = KeyedSemaphores(per_tenant)
         self._tasks: set[asyncio.Task[Outcome]] = set()
         self._pending: set[str] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -77,6 +79,11 @@ class AnswerDispatcher:
 
     def has_room(self, tenant_id: str) -> bool:
         return self._queued < self.max_total and self._backlog.get(tenant_id, 0) < self.max_backlog
+
+    @property
+    def tenants_answering(self) -> int:
+        """Tenants with an answer running or waiting for a slot now (the per-tenant limits held)."""
+        return len(self._tenants)
 
     def _enter(self, tenant_id: str) -> None:
         self._backlog[tenant_id] = self._backlog.get(tenant_id, 0) + 1
@@ -149,8 +156,7 @@ class AnswerDispatcher:
         return len(woken)
 
     async def _bounded(self, tenant_id: str, message_id: str, status: str, attempts: int | None) -> Outcome:
-        semaphore = self._tenants.setdefault(tenant_id, asyncio.Semaphore(self.per_tenant))
-        async with semaphore, self._total:
+        async with self._tenants.hold(tenant_id), self._total:
             self.service.metrics.in_flight.inc()
             try:
                 return await self.service.process(tenant_id, message_id, status=status, attempts=attempts)

@@ -268,6 +268,8 @@ async def test_a_full_answer_backlog_sheds_new_questions_with_a_notice_and_other
     assert [(r.sender_id, r.status) for r in rows] == [("UCUSTOMER0", "answered"), ("UCUSTOMER1", "answered")]
     text = await metrics_text(stack)
     assert 'parley_gateway_answers_shed_total{channel="slack"} 2.0' in text and "parley_gateway_answer_backlog 0.0" in text
+    # And nothing of the tenant stays behind in the dispatcher once its answers are done
+    assert stack.gw.answers.dispatcher.tenants_answering == 0
 
 
 @pytest.mark.parametrize("db_backend", ["sqlite"])
