@@ -248,18 +248,40 @@ async def _stored_secret(sessions: async_sessionmaker[AsyncSession] | None) -> s
 
 
 async def check_broker(settings: Settings) -> Check:
-    from parley.bus.failover import connect_any
+    """One host: reachable or not. A cluster (several hosts in PARLEY_AMQP_URL): every node is asked,
+    and a node down is a warning naming it (the processes use the others meanwhile), not an ok."""
+    import aio_pika
+
+    from parley.amqp_hosts import host_label, split_amqp_url
 
     where = describe_broker(settings)
-    try:
-        with silenced("aiormq.connection"):  # reported below, with what to do
-            async with asyncio.timeout(TIMEOUT + 1):
-                connection = await connect_any(settings.amqp_url, timeout=TIMEOUT,
-                                                    client_properties={"connection_name": "parley-doctor"})
-                await connection.close()
-    except Exception as exc:  # noqa: BLE001 - reported
-        return Check("rabbitmq", "fail", f"not reachable at {where} (PARLEY_AMQP_URL): {_short(exc)}", START_RABBITMQ)
     prefix = f", queue prefix {settings.amqp_prefix!r}" if settings.amqp_prefix else ""
+    hosts = split_amqp_url(settings.amqp_url)
+
+    async def probe(url: str) -> Exception | None:
+        try:
+            async with asyncio.timeout(TIMEOUT + 1):
+                connection = await aio_pika.connect(url, timeout=TIMEOUT, client_properties={"connection_name": "parley-doctor"})
+                await connection.close()
+        except Exception as exc:  # noqa: BLE001 - reported
+            return exc
+        return None
+
+    with silenced("aiormq.connection"):  # reported below, with what to do
+        failures = await asyncio.gather(*(probe(h) for h in hosts))
+    down = [(host_label(h), exc) for h, exc in zip(hosts, failures) if exc is not None]
+    if len(down) == len(hosts):
+        if len(hosts) == 1:
+            return Check("rabbitmq", "fail", f"not reachable at {where} (PARLEY_AMQP_URL): {_short(down[0][1])}", START_RABBITMQ)
+        return Check("rabbitmq", "fail", f"no node of {where} reachable (PARLEY_AMQP_URL): "
+                     + "; ".join(f"{h}: {_short(e)}" for h, e in down), START_RABBITMQ)
+    if down:
+        return Check("rabbitmq", "warn", f"{len(hosts) - len(down)} of {len(hosts)} nodes reachable ({where}{prefix}); "
+                     "down: " + "; ".join(f"{h}: {_short(e)}" for h, e in down),
+                     "start the node(s) again: meanwhile every process uses the others (with quorum queues "
+                     "nothing is lost while a majority is up)")
+    if len(hosts) > 1:
+        return Check("rabbitmq", "ok", f"all {len(hosts)} nodes reachable at {where}{prefix}")
     return Check("rabbitmq", "ok", f"reachable at {where}{prefix}")
 
 

@@ -6,6 +6,7 @@ import shutil
 import socket
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.fernet import Fernet
@@ -90,6 +91,26 @@ async def test_weaviate_must_be_ready_when_it_is_the_backend(tmp_path: Path) -> 
 async def test_an_unreachable_broker_fails_with_how_to_start_one(tmp_path: Path) -> None:
     check = await doctor.check_broker(Settings(data_dir=tmp_path, amqp_url=f"amqp://guest:guest@127.0.0.1:{closed_port()}/"))
     assert check.status == "fail" and "rabbitmq-server" in check.fix and "--single-process" in check.fix
+
+
+@pytest.mark.rabbitmq
+async def test_a_cluster_url_with_a_node_down_is_a_warning_naming_that_node(tmp_path: Path) -> None:
+    dead, other_dead = closed_port(), closed_port()
+    # Given PARLEY_AMQP_URL naming the machine's RabbitMQ and a node that is down
+    check = await doctor.check_broker(Settings(
+        data_dir=tmp_path, amqp_url=f"amqp://guest:guest@127.0.0.1:{dead},127.0.0.1:5672/"))
+    # Then it is not "ok": the down node is named, and the reachable one counted
+    assert check.status == "warn" and check.detail.startswith("1 of 2 nodes reachable")
+    assert f"down: 127.0.0.1:{dead}" in check.detail and "127.0.0.1:5672:" not in check.detail
+    assert "start the node" in check.fix
+    # And with every node down it fails naming each, with how to start RabbitMQ
+    gone = await doctor.check_broker(Settings(
+        data_dir=tmp_path, amqp_url=f"amqp://guest:hunter2@127.0.0.1:{dead},127.0.0.1:{other_dead}/"))
+    assert gone.status == "fail" and f"127.0.0.1:{dead}:" in gone.detail and f"127.0.0.1:{other_dead}:" in gone.detail
+    assert "rabbitmq-server" in gone.fix and "hunter2" not in gone.detail
+    # And all nodes up is ok, saying how many
+    up = await doctor.check_broker(Settings(data_dir=tmp_path, amqp_url="amqp://guest:guest@127.0.0.1:5672,localhost:5672/"))
+    assert up.status == "ok" and up.detail.startswith("all 2 nodes reachable")
 
 
 async def test_the_secret_key_must_decrypt_what_is_stored(tmp_path: Path, sqlite_template: Path) -> None:
