@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from cli.app import Ctx, database, emit, err, main, out, run_async
+from cli.app import Ctx, database, emit, main, out, run_async
 
 EXAMPLE = "parley eval --tenant acme questions.jsonl"
 
@@ -42,26 +42,12 @@ async def _in_process(settings: Any) -> AsyncIterator[Callable[[Any], Awaitable[
 async def _asker(settings: Any, local: bool, probe: Any) -> AsyncIterator[Callable[[Any], Awaitable[Any]]]:
     """The running service when it answers ``probe``; otherwise (or ``local``) one in this process."""
     if not local:
-        import aiohttp
+        from cli.running import running_retrieval
 
-        from parley.crypto import load_service_token
-        from parley.errors import ParleyError
-        from retrieval.client import HttpRetrievalClient
-
-        client = HttpRetrievalClient(settings.effective_retrieval_url, timeout=60.0, token=load_service_token(settings))
-        try:
-            try:
-                await client.query(probe)
-            except ParleyError as exc:
-                if not isinstance(exc.__cause__, aiohttp.ClientConnectorError):
-                    raise
-                err.print(f"retrieval service not reachable at {settings.effective_retrieval_url}; answering in-process",
-                          highlight=False)
-            else:
-                yield client.query
+        async with running_retrieval(settings, probe) as found:
+            if found is not None:
+                yield found[0].query
                 return
-        finally:
-            await client.aclose()
     async with _in_process(settings) as ask:
         yield ask
 

@@ -15,7 +15,6 @@ from cli import compose
 from cli.app import Ctx, database, err, has_command, main, out, run_async, settings_origin
 from cli.ops import print_checks
 from parley.english import plural
-from parley.errors import ParleyError
 from parley.settings import Settings
 
 # --- workers ------------------------------------------------------------------------------
@@ -95,22 +94,10 @@ async def ask(ctx: Ctx, question: str, tenant_name: str, local: bool) -> None:
     if platform is not None and platform.mode == "single-process":
         local = True  # that platform serves no retrieval port: answer here, on the same data
     if not local:
-        from parley.crypto import load_service_token
-        from retrieval.client import HttpRetrievalClient
+        from cli.running import running_retrieval
 
-        client = HttpRetrievalClient(ctx.settings.effective_retrieval_url, timeout=60.0,
-                                     token=load_service_token(ctx.settings))
-        try:
-            response = await client.query(request)
-        except ParleyError as exc:
-            import aiohttp
-
-            if not isinstance(exc.__cause__, aiohttp.ClientConnectorError):
-                raise  # it answered, with an error: that is the answer
-            err.print(f"retrieval service not reachable at {ctx.settings.effective_retrieval_url}; answering in-process",
-                      highlight=False)
-        finally:
-            await client.aclose()
+        async with running_retrieval(ctx.settings, request) as found:
+            response = found[1] if found is not None else None
     if response is None:
         response = await compose.ask_in_process(ctx.settings, request)
     if ctx.as_json:

@@ -18,9 +18,11 @@ asks :func:`route` where to send them, before it changes anything:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -187,3 +189,33 @@ async def deliver(settings: Settings, db: Any, queue: str, name: str) -> Route:
     await send(settings, db, chosen, name)
     chosen.show(None, err, quiet=True)
     return chosen
+
+
+@contextlib.asynccontextmanager
+async def running_retrieval(settings: Settings, probe: Any) -> AsyncIterator[tuple[Any, Any] | None]:
+    """The running retrieval service that answers ``probe`` (a `QueryRequest`): each URL the gateway
+    would use (`Settings.effective_retrieval_urls`: every replica), in order, until one accepts the
+    connection. Yields ``(client, response)``, the client open until the block ends, or None (said on
+    stderr) when none is running, for the caller to answer in-process. A service that answered with
+    an error raises it: that is the answer."""
+    import aiohttp
+
+    from parley.crypto import load_service_token
+    from retrieval.client import HttpRetrievalClient
+
+    urls = settings.effective_retrieval_urls
+    for url in urls:
+        client = HttpRetrievalClient(url, timeout=60.0, token=load_service_token(settings))
+        try:
+            try:
+                response = await client.query(probe)
+            except ParleyError as exc:
+                if not isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+                    raise
+                continue
+            yield client, response
+            return
+        finally:
+            await client.aclose()
+    err.print(f"retrieval service not reachable at {', '.join(urls)}; answering in-process", highlight=False)
+    yield None

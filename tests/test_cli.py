@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.services import free_port
+
 
 def parley(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
@@ -104,6 +106,7 @@ def test_config_shows_no_credential(tmp_path: Path) -> None:
     assert values["PARLEY_SHOPIFY_CLIENT_SECRET"] == ""  # unset stays empty
 
 
+
 def test_migrate_creates_a_private_data_directory(tmp_path: Path) -> None:
     # Given no data directory yet, and the usual umask (022)
     previous = os.umask(0o022)
@@ -139,9 +142,20 @@ async def test_ask_presents_the_service_token_to_a_running_retrieval_service(tmp
         url = str(server.make_url("")).rstrip("/")
         asked = await asyncio.to_thread(parley, tmp_path, "--json", "ask", "Do you ship abroad?", "--tenant", "acme",
                                         env={"PARLEY_RETRIEVAL_URL": url})
+        # And with retrieval replicas whose first is down, the next one answers (as the gateway would ask it)
+        dead = f"http://127.0.0.1:{free_port()}"
+        replicas = await asyncio.to_thread(parley, tmp_path, "--json", "ask", "Do you ship abroad?", "--tenant", "acme",
+                                           env={"PARLEY_RETRIEVAL_URLS": f"{dead},{url}"})
+        # And with none running it says which it tried, and answers in-process
+        alone = await asyncio.to_thread(parley, tmp_path, "--json", "ask", "Do you ship abroad?", "--tenant", "acme",
+                                        env={"PARLEY_RETRIEVAL_URLS": f"{dead},http://127.0.0.1:{free_port()}"})
     finally:
         await server.close()
     # Then the running service answered (it refuses requests without the token), not an in-process fallback
     assert asked.returncode == 0, asked.stderr
     assert "answering in-process" not in asked.stderr
     assert "answer" in json.loads(asked.stdout)
+    assert replicas.returncode == 0 and "answering in-process" not in replicas.stderr, replicas.stderr
+    assert json.loads(replicas.stdout)["answer"] == json.loads(asked.stdout)["answer"]
+    assert alone.returncode == 0 and f"not reachable at {dead}, http://127.0.0.1:" in alone.stderr
+    assert "answer" in json.loads(alone.stdout)

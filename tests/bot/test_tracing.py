@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from knowledge.models import Document
 from parley.bus.models import OutboxMessage
 from tests.bot.conftest import Stack, eventually, start_worker
 from tests.bot.test_slack_files import file_share, serve
+from tests.support.services import free_port
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -52,10 +52,6 @@ def gateway_lines(caplog: pytest.LogCaptureFixture) -> Iterator[Lines]:
 
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def worker_lines(log: Path) -> list[dict]:

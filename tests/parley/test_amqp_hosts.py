@@ -105,12 +105,6 @@ def rabbit() -> None:
         pytest.skip("RabbitMQ is not reachable on 127.0.0.1:5672 (scripts/test.sh starts it)")
 
 
-def _dead_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again: nothing listens there
 
 
 @pytest.mark.rabbitmq
@@ -118,7 +112,7 @@ async def test_a_connection_skips_a_dead_first_host_and_moves_to_the_next_when_i
     from parley.bus.failover import connect_any, connect_failover
 
     a, b = await Relay().start(), await Relay().start()
-    dead = _dead_port()
+    dead = services.free_port()
     url = f"amqp://guest:guest@127.0.0.1:{dead},127.0.0.1:{a.port},127.0.0.1:{b.port}/"
     # Given a robust connection over three hosts whose first is down: it lands on the second
     connection = await connect_failover(url, spread=False, reconnect_interval=0.2)
@@ -167,7 +161,7 @@ async def test_a_connection_skips_a_dead_first_host_and_moves_to_the_next_when_i
 async def test_no_host_answering_is_one_error_naming_every_host_and_no_password() -> None:
     from parley.bus.failover import connect_any, connect_failover
 
-    p1, p2 = _dead_port(), _dead_port()
+    p1, p2 = services.free_port(), services.free_port()
     url = f"amqp://guest:hunter2@127.0.0.1:{p1},127.0.0.1:{p2}/"
     for connect in (connect_any, connect_failover):
         with pytest.raises(ConnectionError) as refused:

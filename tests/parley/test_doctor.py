@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,12 @@ from parley.db import create_engine, create_sessionmaker, unit_of_work
 from parley.settings import Settings
 from tenants import service as tenant_service
 from tenants.models import ChannelKind
+from tests.support.services import free_port as closed_port
 
 
 SEEN = web.AppKey("seen", list)
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def serve(routes: dict[str, tuple[int, dict]]) -> TestServer:
