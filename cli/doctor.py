@@ -244,6 +244,46 @@ async def _stored_secret(sessions: async_sessionmaker[AsyncSession] | None) -> s
         return None
 
 
+async def _queue_mismatch(settings: Settings) -> str | None:
+    """What to do when a work queue this install would declare already exists with other arguments (a
+    classic install switched to PARLEY_AMQP_QUEUE_TYPE=quorum, or back): every process would stop at
+    start on RabbitMQ's 406. Only queues that exist are compared (a passive look first), so the doctor
+    never creates one. None when they match, do not exist yet, or the broker cannot be asked."""
+    import aiormq
+
+    from parley import runtime
+    from parley.bus.failover import connect_any
+    from parley.bus.topology import FAST, TopologyMismatch
+
+    topology = runtime.topology(settings)
+    try:
+        with silenced("aiormq.connection"):
+            async with asyncio.timeout(TIMEOUT + 1):
+                connection = await connect_any(settings.amqp_url, timeout=TIMEOUT,
+                                               client_properties={"connection_name": "parley-doctor"})
+    except Exception:  # noqa: BLE001 - reachability is reported by the caller
+        return None
+    try:
+        for kind in topology.queues:
+            name = topology.lane_queue(kind, FAST)
+            try:  # each on a channel of its own: a failed declare closes its channel
+                async with connection.channel() as channel:
+                    await channel.declare_queue(name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                continue
+            try:
+                async with connection.channel() as channel:
+                    await channel.declare_queue(name, durable=True, arguments=topology.work_queue_arguments(kind, FAST))
+            except aiormq.exceptions.ChannelPreconditionFailed as exc:
+                frame = exc.args[0] if exc.args else None
+                return str(TopologyMismatch.of(name, str(getattr(frame, "reply_text", None) or exc), topology))
+    except Exception:  # noqa: BLE001 - a broker that drops us here was reported reachable; nothing to add
+        return None
+    finally:
+        await connection.close()
+    return None
+
+
 # --- broker, index, models ----------------------------------------------------------------
 
 
@@ -275,6 +315,9 @@ async def check_broker(settings: Settings) -> Check:
             return Check("rabbitmq", "fail", f"not reachable at {where} (PARLEY_AMQP_URL): {_short(down[0][1])}", START_RABBITMQ)
         return Check("rabbitmq", "fail", f"no node of {where} reachable (PARLEY_AMQP_URL): "
                      + "; ".join(f"{h}: {_short(e)}" for h, e in down), START_RABBITMQ)
+    mismatch = await _queue_mismatch(settings)
+    if mismatch is not None:
+        return Check("rabbitmq", "fail", f"reachable at {where}{prefix}, but its queues are of another type", mismatch)
     if down:
         return Check("rabbitmq", "warn", f"{len(hosts) - len(down)} of {len(hosts)} nodes reachable ({where}{prefix}); "
                      "down: " + "; ".join(f"{h}: {_short(e)}" for h, e in down),

@@ -211,3 +211,31 @@ async def test_doctor_and_up_check_the_service_token(tmp_path: Path) -> None:
     assert "service token" in names
     assert "service token" in [c.name for c in await doctor.preflight(settings)]
     assert "service token" not in [c.name for c in await doctor.preflight(settings, single_process=True)]
+
+
+@pytest.mark.rabbitmq
+async def test_queues_of_another_type_fail_the_check_with_what_to_do_and_are_left_as_they_are(tmp_path: Path) -> None:
+    import uuid
+
+    from parley import runtime
+    from parley.bus import RabbitBroker
+
+    prefix = f"doctor-{uuid.uuid4().hex[:8]}."
+    classic = Settings(data_dir=tmp_path, amqp_prefix=prefix)
+    # Given nothing declared yet under this prefix: nothing to compare, ok (and the doctor declares nothing)
+    assert (await doctor.check_broker(Settings(data_dir=tmp_path, amqp_prefix=prefix, amqp_queue_type="quorum"))).status == "ok"
+    # Given an install whose processes declared classic queues
+    broker = RabbitBroker(classic.amqp_url, topology=runtime.topology(classic), connection_name="doctor-test")
+    await broker.start()
+    try:
+        assert (await doctor.check_broker(classic)).status == "ok"
+        # When the admin switches it to quorum queues and runs the doctor
+        check = await doctor.check_broker(Settings(data_dir=tmp_path, amqp_prefix=prefix, amqp_queue_type="quorum"))
+        # Then it fails before anything starts, naming the queue and what to do
+        assert check.status == "fail" and "another type" in check.detail
+        assert f"'{prefix}documents'" in check.fix and "PARLEY_AMQP_QUEUE_TYPE back" in check.fix
+        # And the classic queues are still there, unchanged (the doctor only looked)
+        assert (await doctor.check_broker(classic)).status == "ok"
+    finally:
+        await broker.delete_topology()
+        await broker.close()
