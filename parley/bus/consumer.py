@@ -224,17 +224,7 @@ class Consumer:
             envelope = None
         route = self._routes.get(envelope.type) if envelope is not None else None
         history = [{"attempt": envelope.attempt if envelope else 1, "at": utcnow().isoformat(), "error": failure.reason}]
-        hook = route.on_dead_letter if route is not None else None
-        try:
-            await self._record(delivery, envelope, hook, history, failure)
-        except Exception:
-            if hook is None:
-                raise
-            log.exception("%s: on_dead_letter hook failed; recording the dead letter without it", self.name)
-            failure = Failure(failure.code, f"{failure.reason} {HOOK_FAILED_NOTE}", False)
-            await self._record(delivery, envelope, None, history, failure)
-        return {H_ATTEMPTS: history, H_ERROR: failure.reason, H_ERROR_CODE: failure.code, H_QUEUE: self.queue,
-                H_CONSUMER: self.name, H_DEAD_AT: utcnow().isoformat()}
+        return await self._record_dead(delivery, envelope, route, history, failure)
 
     async def stop(self, timeout: float = 30.0) -> None:
         self._stopping = True
@@ -353,24 +343,7 @@ class Consumer:
     async def _dead_letter(
         self, delivery: Delivery, envelope: Envelope | None, route: Route | None, history: list[dict[str, Any]], failure: Failure
     ) -> str:
-        hook = route.on_dead_letter if route is not None and envelope is not None else None
-        try:
-            await self._record(delivery, envelope, hook, history, failure)
-        except Exception:
-            if hook is None or not await self._database_answers():
-                raise  # the database is down, not the hook: _guard gives the message back to the queue
-            log.exception("%s: on_dead_letter hook failed; recording the dead letter without it", self.name)
-            failure = Failure(failure.code, f"{failure.reason} {HOOK_FAILED_NOTE}", False)
-            await self._record(delivery, envelope, None, history, failure)
-        headers = {
-            **_carry(delivery.headers),
-            H_ATTEMPTS: history,
-            H_ERROR: failure.reason,
-            H_ERROR_CODE: failure.code,
-            H_QUEUE: self.queue,
-            H_CONSUMER: self.name,
-            H_DEAD_AT: utcnow().isoformat(),
-        }
+        headers = {**_carry(delivery.headers), **await self._record_dead(delivery, envelope, route, history, failure)}
         if envelope is not None:
             message = Outgoing.of(envelope, headers=headers)
         else:
@@ -378,6 +351,24 @@ class Consumer:
         await self.broker.publish_dead(message, queue=self.queue)
         await self._settle(delivery.ack())
         return "dead"
+
+    async def _record_dead(
+        self, delivery: Delivery, envelope: Envelope | None, route: Route | None, history: list[dict[str, Any]], failure: Failure
+    ) -> dict[str, Any]:
+        """Record a dead letter with the route's ``on_dead_letter`` hook (without it, noted, when the hook
+        fails and the database answers); returns the headers its DLQ copy carries. Both our own dead
+        letters and the ones the broker made (quorum delivery limit) go through here."""
+        hook = route.on_dead_letter if route is not None and envelope is not None else None
+        try:
+            await self._record(delivery, envelope, hook, history, failure)
+        except Exception:
+            if hook is None or not await self._database_answers():
+                raise  # the database is down, not the hook: the message stays where it is, for a later try
+            log.exception("%s: on_dead_letter hook failed; recording the dead letter without it", self.name)
+            failure = Failure(failure.code, f"{failure.reason} {HOOK_FAILED_NOTE}", False)
+            await self._record(delivery, envelope, None, history, failure)
+        return {H_ATTEMPTS: history, H_ERROR: failure.reason, H_ERROR_CODE: failure.code, H_QUEUE: self.queue,
+                H_CONSUMER: self.name, H_DEAD_AT: utcnow().isoformat()}
 
     async def _record(
         self, delivery: Delivery, envelope: Envelope | None, hook: DeadLetterHook | None, history: list[dict[str, Any]], failure: Failure
