@@ -12,7 +12,7 @@ import stat
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from sqlalchemy import select, text
@@ -244,7 +244,7 @@ async def _stored_secret(sessions: async_sessionmaker[AsyncSession] | None) -> s
         return None
 
 
-async def _queue_mismatch(settings: Settings) -> str | None:
+async def _queue_mismatch(settings: Settings, connection: Any) -> str | None:
     """What to do when a work queue this install would declare already exists with other arguments (a
     classic install switched to PARLEY_AMQP_QUEUE_TYPE=quorum, or back): every process would stop at
     start on RabbitMQ's 406. Only queues that exist are compared (a passive look first), so the doctor
@@ -252,35 +252,24 @@ async def _queue_mismatch(settings: Settings) -> str | None:
     import aiormq
 
     from parley import runtime
-    from parley.bus.failover import connect_any
+    from parley.bus.rabbit import declare_work_queue
     from parley.bus.topology import FAST, TopologyMismatch
 
     topology = runtime.topology(settings)
     try:
-        with silenced("aiormq.connection"):
-            async with asyncio.timeout(TIMEOUT + 1):
-                connection = await connect_any(settings.amqp_url, timeout=TIMEOUT,
-                                               client_properties={"connection_name": "parley-doctor"})
-    except Exception:  # noqa: BLE001 - reachability is reported by the caller
-        return None
-    try:
         for kind in topology.queues:
-            name = topology.lane_queue(kind, FAST)
             try:  # each on a channel of its own: a failed declare closes its channel
                 async with connection.channel() as channel:
-                    await channel.declare_queue(name, passive=True)
+                    await channel.declare_queue(topology.lane_queue(kind, FAST), passive=True)
             except aiormq.exceptions.ChannelNotFoundEntity:
                 continue
-            try:
+            try:  # as the processes declare it: the same arguments are a no-op, others a TopologyMismatch
                 async with connection.channel() as channel:
-                    await channel.declare_queue(name, durable=True, arguments=topology.work_queue_arguments(kind, FAST))
-            except aiormq.exceptions.ChannelPreconditionFailed as exc:
-                frame = exc.args[0] if exc.args else None
-                return str(TopologyMismatch.of(name, str(getattr(frame, "reply_text", None) or exc), topology))
+                    await declare_work_queue(channel, topology, kind, FAST)
+            except TopologyMismatch as exc:
+                return str(exc)
     except Exception:  # noqa: BLE001 - a broker that drops us here was reported reachable; nothing to add
         return None
-    finally:
-        await connection.close()
     return None
 
 
@@ -298,24 +287,28 @@ async def check_broker(settings: Settings) -> Check:
     prefix = f", queue prefix {settings.amqp_prefix!r}" if settings.amqp_prefix else ""
     hosts = split_amqp_url(settings.amqp_url)
 
-    async def probe(url: str) -> Exception | None:
+    async def probe(url: str) -> Any:
+        """The node's connection, or why there is none."""
         try:
             async with asyncio.timeout(TIMEOUT + 1):
-                connection = await aio_pika.connect(url, timeout=TIMEOUT, client_properties={"connection_name": "parley-doctor"})
-                await connection.close()
+                return await aio_pika.connect(url, timeout=TIMEOUT, client_properties={"connection_name": "parley-doctor"})
         except Exception as exc:  # noqa: BLE001 - reported
             return exc
-        return None
 
     with silenced("aiormq.connection"):  # reported below, with what to do
-        failures = await asyncio.gather(*(probe(h) for h in hosts))
-    down = [(host_label(h), exc) for h, exc in zip(hosts, failures) if exc is not None]
+        probed = await asyncio.gather(*(probe(h) for h in hosts))
+    down = [(host_label(h), got) for h, got in zip(hosts, probed) if isinstance(got, Exception)]
+    live = [got for got in probed if not isinstance(got, Exception)]
+    try:  # the queues are compared over the first live node's connection
+        mismatch = await _queue_mismatch(settings, live[0]) if live else None
+    finally:
+        for connection in live:
+            await connection.close()
     if len(down) == len(hosts):
         if len(hosts) == 1:
             return Check("rabbitmq", "fail", f"not reachable at {where} (PARLEY_AMQP_URL): {_short(down[0][1])}", START_RABBITMQ)
         return Check("rabbitmq", "fail", f"no node of {where} reachable (PARLEY_AMQP_URL): "
                      + "; ".join(f"{h}: {_short(e)}" for h, e in down), START_RABBITMQ)
-    mismatch = await _queue_mismatch(settings)
     if mismatch is not None:
         return Check("rabbitmq", "fail", f"reachable at {where}{prefix}, but its queues are of another type", mismatch)
     if down:

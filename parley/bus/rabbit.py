@@ -32,7 +32,7 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> dict
     dead = await channel.declare_exchange(topology.dead_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
     for kind in topology.queues:
         for lane in topology.lane_names:
-            queue = await _declare_work_queue(channel, topology, kind, lane)
+            queue = await declare_work_queue(channel, topology, kind, lane)
             await queue.bind(work, routing_key=topology.lane_key(kind, lane))
         dlq = await _declare_queue(channel, topology, topology.dlq(kind), topology.dlq_arguments())
         await dlq.bind(dead, routing_key=kind)
@@ -42,7 +42,8 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> dict
     return {exchange.name: exchange for exchange in (work, delay, dead)}
 
 
-async def _declare_work_queue(channel: AbstractChannel, topology: Topology, kind: str, lane: str = FAST) -> AbstractQueue:
+async def declare_work_queue(channel: AbstractChannel, topology: Topology, kind: str, lane: str = FAST) -> AbstractQueue:
+    """A lane's work queue, durable, with the topology's arguments; `TopologyMismatch` when it exists with others."""
     return await _declare_queue(channel, topology, topology.lane_queue(kind, lane), topology.work_queue_arguments(kind, lane))
 
 
@@ -223,7 +224,7 @@ class RabbitBroker:
         async def subscribe(lane: str, receive: DeliveryCallback, lane_prefetch: int) -> _RabbitSubscription:
             channel = await self.connection.channel()
             await channel.set_qos(prefetch_count=lane_prefetch)  # per consumer, never global
-            amqp_queue = await _declare_work_queue(channel, self.topology, queue, lane)
+            amqp_queue = await declare_work_queue(channel, self.topology, queue, lane)
 
             async def on_message(message: AbstractIncomingMessage) -> None:
                 await receive(message)  # type: ignore[arg-type]
