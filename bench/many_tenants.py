@@ -52,6 +52,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,16 @@ def vocabulary(size: int = 4000, seed: int = 3) -> list[str]:
     while len(words) < size:
         words.add("".join(rng.choice(syllables) for _ in range(rng.randint(2, 4))))
     return sorted(words)
+
+
+def question_maker(rng: random.Random) -> Callable[[], str]:
+    """Distinct questions over the tenants' vocabulary (the answer and query-embedding caches miss)."""
+    vocab = vocabulary()
+
+    def question() -> str:
+        return "What does " + " ".join(rng.sample(vocab, 4)) + " mean?"
+
+    return question
 
 
 def pct(values: list[float]) -> dict[str, float]:
@@ -201,13 +212,10 @@ async def start_service(work: Path, url: str, budget_mb: int) -> tuple[Any, str,
 
 async def measure(args, work, tenant_ids, url, out, aiohttp, HttpRetrievalClient, QueryRequest, load_service_token) -> dict[str, Any]:  # noqa: ANN001
     server, base_url, log = await start_service(work, url, args.budget_mb)
-    vocab = vocabulary()
     rng = random.Random(args.seed)
+    question = question_maker(rng)
     asked: list[str] = []  # tenants in the order asked
     rss: dict[str, float] = {}
-
-    def question() -> str:
-        return "What does " + " ".join(rng.sample(vocab, 4)) + " mean?"
 
     try:
         async with aiohttp.ClientSession() as http:

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._common import cpu_seconds, free_port, load_average, stop_process, wait_until_serving  # noqa: E402
-from bench.many_tenants import build, pct, say, vocabulary  # noqa: E402
+from bench.many_tenants import build, pct, question_maker, say  # noqa: E402
 from parley.settings import Settings  # noqa: E402
 
 
@@ -68,13 +68,10 @@ async def measure(args: argparse.Namespace, work: Path, tenant_ids: list[str], u
 
     token = load_service_token(Settings(data_dir=work))  # generated before the replicas start: one for both
     replicas = [start_replica(work, url, f"retrieval-{i + 1}") for i in range(2)]
-    vocab = vocabulary()
     rng = random.Random(args.seed)
+    question = question_maker(rng)
     out: dict[str, Any] = {"tenants": len(tenant_ids), "chunks_per_tenant": args.chunks, "concurrency": args.concurrency,
                            "seconds_per_round": args.seconds, "rounds": []}
-
-    def question() -> str:
-        return "What does " + " ".join(rng.sample(vocab, 4)) + " mean?"
 
     try:
         async with aiohttp.ClientSession() as http:

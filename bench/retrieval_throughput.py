@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._common import closed_loop, cpu_seconds, load_average, wait_until_serving  # noqa: E402
-from bench.many_tenants import build, pct, rss_mb, say, start_service, vocabulary  # noqa: E402
+from bench.many_tenants import build, pct, question_maker, rss_mb, say, start_service  # noqa: E402
 from parley.settings import Settings  # noqa: E402
 
 
@@ -54,11 +54,8 @@ async def measure(args: argparse.Namespace, work: Path, tenant_ids: list[str], u
 
     out: dict[str, Any] = {"tenants": len(tenant_ids), "chunks_per_tenant": args.chunks}
     server, base_url, log = await start_service(work, url, args.budget_mb)
-    vocab = vocabulary()
     rng = random.Random(args.seed)
-
-    def question() -> str:
-        return "What does " + " ".join(rng.sample(vocab, 4)) + " mean?"
+    question = question_maker(rng)
 
     try:
         async with aiohttp.ClientSession() as http:
